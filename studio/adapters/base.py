@@ -1,0 +1,184 @@
+"""What every VLM family adapter provides, and the token map it helps build.
+
+An adapter holds the only family-specific facts the studio needs: where the image tokens
+are and which patch each covers, the decoder layers, the final norm and the unembedding.
+Probes and the session never branch on the family; they ask the adapter.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class AdapterError(ValueError):
+    """A model or its inputs do not look the way the family adapter expects."""
+
+
+@dataclass(frozen=True)
+class PatchGrid:
+    """A grid of image tokens covering ``box`` (left, top, right, bottom) of the original image.
+
+    ``name`` says what the grid is ("image", "base", "tiles", "tile 1,2", "global").
+    """
+
+    name: str
+    rows: int
+    cols: int
+    box: tuple[float, float, float, float]
+
+    def patch_box(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """Pixel box of one patch of this grid in original-image coordinates."""
+        x0, y0, x1, y1 = self.box
+        w, h = (x1 - x0) / self.cols, (y1 - y0) / self.rows
+        return (x0 + col * w, y0 + row * h, x0 + (col + 1) * w, y0 + (row + 1) * h)
+
+    def locate(self, x: float, y: float) -> tuple[int, int] | None:
+        """The (row, col) of the patch holding pixel (x, y), or None when outside this grid."""
+        x0, y0, x1, y1 = self.box
+        if not (x0 <= x < x1 and y0 <= y < y1):
+            return None
+        return (int((y - y0) * self.rows / (y1 - y0)), int((x - x0) * self.cols / (x1 - x0)))
+
+
+@dataclass(frozen=True)
+class ImagePlacement:
+    """Where one image position sits: grid index into ``TokenMap.grids`` and (row, col).
+
+    ``row``/``col`` are None for image tokens that cover no patch (e.g. LLaVA-NeXT row ends).
+    """
+
+    grid: int
+    row: int | None
+    col: int | None
+
+
+@dataclass
+class TokenMap:
+    """For every input position: its token string, whether it is an image token, and its patch."""
+
+    input_ids: list[int]
+    tokens: list[str]
+    image: dict[int, ImagePlacement] = field(default_factory=dict)
+    grids: list[PatchGrid] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def is_image(self) -> list[bool]:
+        return [i in self.image for i in range(len(self.input_ids))]
+
+    @property
+    def image_positions(self) -> list[int]:
+        return sorted(self.image)
+
+    @property
+    def text_positions(self) -> list[int]:
+        return [i for i in range(len(self.input_ids)) if i not in self.image]
+
+    @property
+    def main_grid(self) -> int | None:
+        """The grid a patch click should map to: the finest one covering the whole image."""
+        if not self.grids:
+            return None
+        return max(range(len(self.grids)), key=lambda g: self.grids[g].rows * self.grids[g].cols
+                   if self.grids[g].name in ("image", "tiles", "base") else -1)
+
+    def positions_of_grid(self, grid: int) -> dict[tuple[int, int], int]:
+        """(row, col) -> input position for every patch of one grid."""
+        return {(p.row, p.col): pos for pos, p in self.image.items()
+                if p.grid == grid and p.row is not None}
+
+    def position_of_patch(self, row: int, col: int, grid: int | None = None) -> int:
+        grid = self.main_grid if grid is None else grid
+        if grid is None:
+            raise AdapterError("this input has no image tokens")
+        try:
+            return self.positions_of_grid(grid)[(row, col)]
+        except KeyError:
+            g = self.grids[grid]
+            raise AdapterError(f"patch ({row}, {col}) is outside the {g.rows}x{g.cols} grid '{g.name}'") from None
+
+    def to_dict(self) -> dict:
+        return {"input_ids": self.input_ids, "tokens": self.tokens,
+                "image": {str(k): asdict(v) for k, v in self.image.items()},
+                "grids": [asdict(g) for g in self.grids], "image_size": self.image_size}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TokenMap":
+        return cls(input_ids=list(data["input_ids"]), tokens=list(data["tokens"]),
+                   image={int(k): ImagePlacement(**v) for k, v in data["image"].items()},
+                   grids=[PatchGrid(**{**g, "box": tuple(g["box"])}) for g in data["grids"]],
+                   image_size=tuple(data["image_size"]) if data["image_size"] else None)
+
+
+class Adapter:
+    """Family-specific facts about a loaded ``*ForConditionalGeneration`` model.
+
+    Subclasses set ``family`` and ``model_types`` (the ``config.model_type`` values they
+    serve) and implement :meth:`image_layout`. The module accessors below cover the common
+    ``model.model.language_model`` layout; families that differ override them.
+    """
+
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def text_model(self) -> nn.Module:
+        return self.model.model.language_model
+
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.text_model().layers
+
+    def final_norm(self) -> nn.Module:
+        return self.text_model().norm
+
+    def unembedding(self) -> nn.Module:
+        return self.model.lm_head
+
+    def embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def image_token_id(self) -> int:
+        config = self.model.config
+        for name in ("image_token_id", "image_token_index"):
+            value = getattr(config, name, None)
+            if value is not None:
+                return int(value)
+        raise AdapterError(f"{type(config).__name__} names no image token id")
+
+    def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,
+                     image_size: tuple[int, int]) -> tuple[list[PatchGrid], dict[int, ImagePlacement]]:
+        """Grids and per-position placements for one sequence (``input_ids`` 1-D, ``tokens`` its strings)."""
+        raise NotImplementedError
+
+    def lens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from residual-stream states: final norm, then unembedding."""
+        return self.unembedding()(self.final_norm()(hidden))
+
+    def image_positions(self, input_ids: torch.Tensor) -> list[int]:
+        return (input_ids == self.image_token_id()).nonzero().flatten().tolist()
+
+
+def runs(positions: list[int]) -> list[list[int]]:
+    """Split sorted positions into runs of consecutive integers."""
+    out: list[list[int]] = []
+    for p in positions:
+        if out and p == out[-1][-1] + 1:
+            out[-1].append(p)
+        else:
+            out.append([p])
+    return out
+
+
+def row_major(grid: int, positions: list[int], rows: int, cols: int) -> dict[int, ImagePlacement]:
+    """Placements for positions that fill a rows x cols grid in row-major order."""
+    if len(positions) != rows * cols:
+        raise AdapterError(f"expected {rows}x{cols}={rows * cols} image tokens, found {len(positions)}")
+    return {p: ImagePlacement(grid, i // cols, i % cols) for i, p in enumerate(positions)}

@@ -1,0 +1,118 @@
+"""The Gradio studio. Handlers are plain top-level functions taking the session first; the
+layout lives in :func:`build_app`, and events are wired one line each.
+
+Every handler turns a :class:`~studio.errors.StudioError` into a ``gr.Error`` so the user
+sees one clear message and the app keeps serving.
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.images import load_image
+from studio.samples import load_samples
+from studio.session import Generation, ModelSession
+from studio.world.scenes import Scene
+from studio.world.truth import judge_words
+
+CONFIDENCE_COLOURS = {"wrong": "#e5484d", "p ≥ 0.9": "#46a758", "0.5 ≤ p < 0.9": "#f5d90a", "p < 0.5": "#f76b15"}
+DEFAULT_PROMPT = "describe the image ."
+
+
+def user_errors(handler):
+    """Show StudioErrors as a gr.Error message instead of a crash."""
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except StudioError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+    return wrapped
+
+
+def _confidence(prob: float) -> str:
+    return "p ≥ 0.9" if prob >= 0.9 else "0.5 ≤ p < 0.9" if prob >= 0.5 else "p < 0.5"
+
+
+def _save_png(image) -> str:
+    handle = tempfile.NamedTemporaryFile(prefix="vlm-studio-", suffix=".png", delete=False)
+    image.save(handle, format="PNG")
+    handle.close()
+    return handle.name
+
+
+@user_errors
+def load_upload(file_path: str | None) -> tuple[str, None, str]:
+    """Check an uploaded file and show it (as a clean RGB PNG); uploads have no ground truth."""
+    if not file_path:
+        raise StudioError("no file was uploaded")
+    return _save_png(load_image(file_path)), None, "_Uploaded image: no ground truth._"
+
+
+def pick_sample(evt: gr.SelectData) -> tuple[str, dict, str]:
+    """Show the chosen sample scene and remember its ground truth."""
+    sample = load_samples()[evt.index]
+    return str(sample.path), sample.scene.to_dict(), f"**Ground truth:** {sample.caption}"
+
+
+def describe_generation(generation: Generation, scene: Scene | None) -> tuple[list, list]:
+    """Highlighted answer tokens and the per-token table, with words judged against ground truth."""
+    words = [t.text for t in generation.tokens]
+    verdicts = judge_words(scene, generation.prompt.prompt, words) if scene else [None] * len(words)
+    highlighted = [(t.text, "wrong" if wrong else _confidence(t.prob)) for t, wrong in zip(generation.tokens, verdicts)]
+    rows = [[i, t.text.strip(), round(t.prob, 4), " · ".join(f"{w.strip()} {p:.2f}" for w, p in t.top),
+             {True: "wrong", False: "right", None: ""}[wrong]]
+            for i, (t, wrong) in enumerate(zip(generation.tokens, verdicts))]
+    return highlighted, rows
+
+
+@user_errors
+def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float,
+             scene: dict | None) -> tuple[list, list, str]:
+    """Generate an answer for the shown image and prompt; mark words wrong against ground truth."""
+    prepared = session.prepare(image_path, prompt)
+    generation = session.generate(prepared, max_new_tokens=int(max_new_tokens))
+    truth = Scene.from_dict(scene) if scene else None
+    highlighted, rows = describe_generation(generation, truth)
+    wrong = sum(r[4] == "wrong" for r in rows)
+    status = f"{len(rows)} tokens" + (f", **{wrong} wrong against ground truth**" if truth else "")
+    return highlighted, rows, status
+
+
+def build_app(session: ModelSession) -> gr.Blocks:
+    """The studio's Blocks app over one model session."""
+    samples = load_samples()
+    family = session.adapter.family
+    with gr.Blocks(title="vlm-studio") as demo:
+        gr.Markdown(f"## vlm-studio\nModel: `{session.source}` ({family}, {session.n_layers} decoder layers, "
+                    f"{session.device.type})")
+        scene = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                gallery = gr.Gallery([(str(s.path), s.scene.split) for s in samples], label="Sample scenes",
+                                     columns=6, height=180, allow_preview=False)
+                upload = gr.File(label="…or upload an image", type="filepath")
+                image = gr.Image(label="Image", type="filepath", interactive=False, height=300)
+                truth = gr.Markdown()
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
+                max_new = gr.Slider(1, 128, value=48, step=1, label="Max new tokens")
+                run = gr.Button("Generate", variant="primary")
+                status = gr.Markdown()
+                answer = gr.HighlightedText(label="Answer (colour = probability; red = wrong vs ground truth)",
+                                            color_map=CONFIDENCE_COLOURS, show_legend=True, combine_adjacent=False)
+                table = gr.Dataframe(headers=["#", "token", "p", "top alternatives", "vs truth"],
+                                     label="Tokens", interactive=False)
+        gallery.select(pick_sample, None, [image, scene, truth], api_name="pick_sample")
+        upload.upload(load_upload, upload, [image, scene, truth], api_name="load_image")
+        run.click(functools.partial(generate, session), [image, prompt, max_new, scene], [answer, table, status],
+                  api_name="generate")
+    return demo
+
+
+def sample_paths() -> list[Path]:
+    return [s.path for s in load_samples()]

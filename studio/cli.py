@@ -1,0 +1,168 @@
+"""The ``vlm-studio`` command: launch the studio, describe an image, train/evaluate/sample the world.
+
+Every user-facing failure ends the command with exit code 2 and one line ``error: ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from studio.errors import StudioError
+
+MODEL_HELP = "model: 'embedded' (default), a local folder with safetensors weights, or a Hugging Face id"
+
+
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="embedded", help=MODEL_HELP)
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cuda, mps or cpu")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                        help="weights dtype; auto = bf16/fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the model folder's own Python code to run (off by default)")
+
+
+def _session(args):
+    from studio.session import ModelSession
+    return ModelSession.load(args.model, device=args.device, dtype=args.dtype,
+                             trust_remote_code=args.trust_remote_code)
+
+
+def cmd_launch(args) -> int:
+    from studio.app import build_app
+    app = build_app(_session(args))
+    app.queue().launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False)
+    return 0
+
+
+def cmd_describe(args) -> int:
+    session = _session(args)
+    prepared = session.prepare(args.image, args.prompt)
+    generation = session.generate(prepared, max_new_tokens=args.max_new_tokens)
+    if args.json:
+        print(json.dumps({"answer": generation.text, "tokens": [
+            {"text": t.text, "prob": t.prob, "top": t.top} for t in generation.tokens]}, indent=1))
+    else:
+        print(generation.text)
+    return 0
+
+
+def cmd_world_train(args) -> int:
+    from studio.world.train import TrainConfig, train
+    from studio.world.modelkit import WorldModelSize
+    if args.quick:
+        config = TrainConfig(seed=args.seed, vision_steps=20, joint_steps=40, batch_size=8, device=args.device,
+                             size=WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128))
+    else:
+        steps = {k: v for k, v in (("vision_steps", args.vision_steps), ("joint_steps", args.joint_steps))
+                 if v is not None}
+        config = TrainConfig(seed=args.seed, device=args.device, **steps)
+    _, _, log = train(config, out_dir=args.out)
+    first, last = log.joint[0], sum(log.joint[-3:]) / len(log.joint[-3:])
+    print(f"saved to {args.out}; caption/question loss {first:.3f} -> {last:.3f}")
+    return 0
+
+
+def cmd_world_eval(args) -> int:
+    from studio.world.evaluate import EVAL_SPLITS, evaluate_split, format_table, report_dict
+    splits = args.splits.split(",")
+    unknown = [s for s in splits if s not in EVAL_SPLITS]
+    if unknown:
+        raise StudioError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(EVAL_SPLITS)}")
+    session = _session(args)
+    reports = [evaluate_split(session.answer_batch, split, args.n, seed=args.seed)[0] for split in splits]
+    print(format_table(reports))
+    payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": report_dict(reports)}
+    if args.json:
+        _write_json(Path(args.json), payload)
+        print(f"wrote {args.json}")
+    else:
+        print(json.dumps(payload, indent=1))
+    return 0
+
+
+def cmd_world_sample(args) -> int:
+    from studio.world.language import caption
+    from studio.world.render import render
+    from studio.world.scenes import sample_split
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = []
+    for scene in sample_split(args.split, args.n, start=args.start):
+        name = f"{args.split}-{scene.seed:05d}.png"
+        render(scene).save(out / name)
+        truth.append({"image": name, "caption": caption(scene), **scene.to_dict()})
+        print(f"{name}: {caption(scene)}")
+    _write_json(out / "ground_truth.json", truth)
+    return 0
+
+
+def _write_json(path: Path, payload) -> None:
+    """Write JSON atomically (temporary file, then rename), so nothing is left half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlm-studio", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("launch", help="open the Gradio studio (embedded model by default)")
+    _model_args(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 to expose)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("describe", help="answer one prompt about one image and print the answer")
+    p.add_argument("image", help="path of the image")
+    p.add_argument("--prompt", default="describe the image .", help="the question or instruction")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--json", action="store_true", help="print tokens with probabilities as JSON")
+    _model_args(p)
+    p.set_defaults(func=cmd_describe)
+
+    world = sub.add_parser("world", help="the synthetic scene world: train, evaluate, sample").add_subparsers(
+        dest="world_command", required=True)
+    p = world.add_parser("train", help="train the embedded model from scratch (fixed seed)")
+    p.add_argument("--out", default="runs/world-model", help="folder to save the model in")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--vision-steps", type=int, default=None, help="vision pre-training steps (default 600)")
+    p.add_argument("--joint-steps", type=int, default=None, help="caption/question steps (default 4000)")
+    p.add_argument("--quick", action="store_true", help="a tiny model for a few steps (a smoke test)")
+    p.set_defaults(func=cmd_world_train)
+
+    p = world.add_parser("eval", help="POPE, CHAIR and question accuracy per split")
+    _model_args(p)
+    p.add_argument("--splits", default="neutral,cooccur,colour_prior")
+    p.add_argument("--n", type=int, default=300, help="scenes per split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the report as JSON to this file (else print it)")
+    p.set_defaults(func=cmd_world_eval)
+
+    p = world.add_parser("sample", help="render scenes with ground truth to a folder")
+    p.add_argument("--split", default="neutral", choices=["train", "neutral", "cooccur", "colour_prior"])
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--start", type=int, default=0, help="first scene seed")
+    p.add_argument("--out", default="samples")
+    p.set_defaults(func=cmd_world_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

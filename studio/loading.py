@@ -1,0 +1,135 @@
+"""Load a VLM safely: the embedded model, a local folder, or a Hub id.
+
+Safetensors only (pickle checkpoints are refused before anything is read), no remote code
+unless asked, no network when offline, and every failure is one readable ModelLoadError.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from studio.adapters import supported_model_types
+from studio.errors import ModelLoadError
+from studio.processors import load_processor
+
+EMBEDDED = "embedded"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    processor: object
+    source: str
+    device: str
+
+
+def embedded_dir() -> Path:
+    """The folder of the embedded world model shipped in ``assets/``."""
+    return Path(__file__).resolve().parent.parent / "assets" / "world-model"
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelLoadError("device 'mps' was asked for but Apple MPS is not available; use --device cpu")
+    if device != "cpu" and not device.startswith(("cuda", "mps")):
+        raise ModelLoadError(f"unknown device {device!r}; choose auto, cuda, mps or cpu")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """``auto``: bf16 on a GPU that supports it (else fp16), fp16 on mps, fp32 on cpu."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_source(source: str | None, offline: bool) -> tuple[str, bool]:
+    """(where to load from, is it a local folder) after checking it exists or is a Hub id."""
+    if source in (None, "", EMBEDDED):
+        folder = embedded_dir()
+        if not (folder / "config.json").is_file():
+            raise ModelLoadError(f"the embedded model is missing from {folder}; "
+                                 "rebuild it with `vlm-studio world train`")
+        return str(folder), True
+    path = Path(source).expanduser()
+    if path.is_dir():
+        check_weights(path)
+        return str(path), True
+    if path.exists():
+        raise ModelLoadError(f"'{source}' is a file; give the folder that holds config.json and *.safetensors")
+    if source.startswith((".", "/", "~")) or os.sep in source.strip("/").replace("/", "", 1) or not HUB_ID.match(source):
+        raise ModelLoadError(f"no model folder at '{source}', and it is not a Hugging Face model id")
+    return source, False
+
+
+def check_weights(folder: Path) -> None:
+    """Refuse a folder with no safetensors weights (naming pickle files when that is all it has)."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelLoadError(f"'{folder}' holds only pickle-format weights ({', '.join(pickles[:3])}); "
+                             "the studio loads safetensors only — convert them first")
+    raise ModelLoadError(f"'{folder}' has no *.safetensors weights")
+
+
+def load_model(source: str | None = None, device: str = "auto", dtype: str = "auto",
+               attn_implementation: str = "sdpa", trust_remote_code: bool = False,
+               offline: bool | None = None) -> LoadedModel:
+    """Load model and processor; see :meth:`studio.session.ModelSession.load` for the options."""
+    offline = _offline() if offline is None else offline
+    where, local = resolve_source(source, offline)
+    device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, device)
+    if attn_implementation not in ("sdpa", "eager"):
+        raise ModelLoadError(f"unknown attention implementation {attn_implementation!r}; choose sdpa or eager")
+    common = {"trust_remote_code": trust_remote_code, "local_files_only": offline or local}
+    try:
+        config = AutoConfig.from_pretrained(where, **common)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
+    if config.model_type not in supported_model_types():
+        raise ModelLoadError(f"'{source}' is a {config.model_type!r} model; the studio has adapters for "
+                             f"{', '.join(supported_model_types())}")
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            where, dtype=torch_dtype, use_safetensors=True, attn_implementation=attn_implementation, **common)
+        processor = load_processor(where, **common)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
+    except torch.OutOfMemoryError:
+        raise ModelLoadError(f"'{source}' does not fit in {device} memory; try --dtype bf16 or --device cpu") from None
+    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source or EMBEDDED, device=device)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _explain(source: str, err: Exception, offline: bool) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if offline:
+        return (f"cannot load '{source}' offline: it is not a local folder nor in the Hugging Face cache "
+                f"({first[:200]})")
+    return f"cannot load '{source}': {first[:300]}"

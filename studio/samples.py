@@ -1,0 +1,42 @@
+"""The sample scenes shown in the studio's gallery: rendered images with ground truth."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.world.language import caption
+from studio.world.render import render
+from studio.world.scenes import Scene, sample_split
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLE_PLAN = (("neutral", 6), ("cooccur", 4), ("colour_prior", 2))
+
+
+@dataclass
+class Sample:
+    path: Path
+    scene: Scene
+    caption: str
+
+
+def write_samples(out: Path = SAMPLE_DIR) -> list[Sample]:
+    """Render the gallery's scenes (seeds 0.. of each split) with their ground truth."""
+    out.mkdir(parents=True, exist_ok=True)
+    samples, records = [], []
+    for split, n in SAMPLE_PLAN:
+        for scene in sample_split(split, n, start=900):
+            name = f"{split}-{scene.seed}.png"
+            render(scene).save(out / name)
+            samples.append(Sample(out / name, scene, caption(scene)))
+            records.append({"image": name, "caption": caption(scene), **scene.to_dict()})
+    (out / "ground_truth.json").write_text(json.dumps(records, indent=1))
+    return samples
+
+
+def load_samples(folder: Path = SAMPLE_DIR) -> list[Sample]:
+    """The shipped samples; an empty list if the folder has none."""
+    index = folder / "ground_truth.json"
+    if not index.is_file():
+        return []
+    return [Sample(folder / r["image"], Scene.from_dict(r), r["caption"]) for r in json.loads(index.read_text())]

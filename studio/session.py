@@ -1,0 +1,279 @@
+"""ModelSession: one loaded VLM, its processor and adapter, and the ways the studio runs it.
+
+A session prepares (image, prompt) pairs with the model's own processor and chat template
+into inputs plus a :class:`TokenMap`; runs forward passes that can capture the residual
+stream after every decoder layer; and generates with a pluggable decoding strategy
+(:mod:`studio.decoding`). Model calls are serialised by a per-session lock, and every hook
+is scoped to the request that added it (:mod:`studio.hooks`).
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from PIL import Image
+
+from studio.adapters import Adapter, TokenMap, adapter_for
+from studio.decoding import DecodingStrategy, Greedy
+from studio.errors import InputError, ResourceError
+from studio.hooks import forward_hooks, output_tensor
+from studio.images import ImageLike, load_image
+from studio.loading import LoadedModel, load_model
+
+MAX_PROMPT_CHARS = 4000
+MAX_NEW_TOKENS = 512
+
+
+@dataclass
+class Prepared:
+    """Model inputs for one (image, prompt) pair, with the token map and the checked image."""
+
+    inputs: dict
+    token_map: TokenMap
+    image: Image.Image | None
+    prompt: str
+
+    @property
+    def length(self) -> int:
+        return len(self.token_map)
+
+
+@dataclass
+class TokenChoice:
+    """One generated token: its id and text, the model's probability of it, and alternatives."""
+
+    id: int
+    text: str
+    prob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Generation:
+    """A generated answer: the chosen tokens and the full sequence (prompt + answer) ids."""
+
+    prompt: Prepared
+    tokens: list[TokenChoice]
+    sequence: list[int]
+    strategy: str
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.tokens).strip()
+
+
+@dataclass
+class ForwardResult:
+    """Logits [seq, vocab] of one pass and, when captured, residual states [layers, seq, d]."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class ModelSession:
+    """One model ready for probing; build with :meth:`load` (or from a model and processor)."""
+
+    def __init__(self, model, processor, source: str = "in-memory", device: str | None = None) -> None:
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.adapter: Adapter = adapter_for(model)
+        self.source = source
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.lock = threading.RLock()
+
+    @classmethod
+    def load(cls, source: str | None = None, **options) -> "ModelSession":
+        """Load the embedded model (``source`` None), a local folder, or a Hub id.
+
+        Options: ``device`` ("auto", "cuda", "mps", "cpu"), ``dtype`` ("auto", "bf16",
+        "fp16", "fp32"), ``attn_implementation`` ("sdpa" or "eager"), ``trust_remote_code``
+        (off unless asked), ``offline`` (default: the HF_HUB_OFFLINE setting).
+        """
+        loaded: LoadedModel = load_model(source, **options)
+        return cls(loaded.model, loaded.processor, source=loaded.source, device=loaded.device)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.adapter.decoder_layers())
+
+    @property
+    def vocab(self) -> list[str]:
+        return [self.tokenizer.convert_ids_to_tokens(i) for i in range(self.adapter.unembedding().out_features)]
+
+    def prepare(self, image: ImageLike | None, prompt: str) -> Prepared:
+        """Inputs for ``prompt`` about ``image`` (None for a text-only prompt), via the chat template."""
+        prompt = check_prompt(prompt)
+        picture = load_image(image) if image is not None else None
+        content = ([{"type": "image"}] if picture is not None else []) + [{"type": "text", "text": prompt}]
+        text = self._chat_text(content, prompt, picture is not None)
+        kwargs = {"images": [picture]} if picture is not None else {}
+        inputs = self.processor(text=[text], return_tensors="pt", **kwargs)
+        inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        token_map = self.token_map(inputs, picture)
+        limit = self._max_positions()
+        if limit and len(token_map) + 1 > limit:
+            raise InputError(f"the prompt and image take {len(token_map)} tokens; this model reads at most {limit}")
+        return Prepared(inputs=inputs, token_map=token_map, image=picture, prompt=prompt)
+
+    def _chat_text(self, content: list, prompt: str, has_image: bool) -> str:
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True)
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"{image_token}\n{prompt}" if has_image else prompt
+
+    def _max_positions(self) -> int | None:
+        text_config = getattr(self.model.config, "text_config", self.model.config)
+        return getattr(text_config, "max_position_embeddings", None)
+
+    def token_map(self, inputs: dict, image: Image.Image | None) -> TokenMap:
+        """Token strings of every position, and the patch each image token covers."""
+        ids = inputs["input_ids"][0].cpu()
+        tokens = [self.tokenizer.decode([int(i)]) for i in ids]
+        tmap = TokenMap(input_ids=ids.tolist(), tokens=tokens)
+        if image is not None:
+            tmap.image_size = image.size
+            tmap.grids, tmap.image = self.adapter.image_layout(ids, tokens, inputs, image.size)
+        return tmap
+
+    @contextmanager
+    def capture_residuals(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, each forward appends every decoder layer's output state (batch 0)."""
+        states: list[torch.Tensor] = []
+
+        def keep(module, args, output):
+            states.append(output_tensor(output)[0].detach())
+
+        with forward_hooks([(layer, keep) for layer in self.adapter.decoder_layers()]):
+            yield states
+
+    def forward(self, prepared: Prepared, capture: bool = False,
+                extra_ids: list[int] | None = None) -> ForwardResult:
+        """One pass over the prompt (plus ``extra_ids`` appended, e.g. a generated answer)."""
+        inputs = self._with_extra(prepared.inputs, extra_ids)
+        with self.lock, torch.inference_mode(), _oom_guard():
+            if not capture:
+                return ForwardResult(logits=self.model(**inputs).logits[0].float())
+            with self.capture_residuals() as states:
+                logits = self.model(**inputs).logits[0].float()
+            return ForwardResult(logits=logits, hidden=torch.stack(states))
+
+    def _with_extra(self, inputs: dict, extra_ids: list[int] | None) -> dict:
+        if not extra_ids:
+            return inputs
+        extra = torch.tensor([extra_ids], dtype=inputs["input_ids"].dtype, device=self.device)
+        out = dict(inputs)
+        out["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
+        if "attention_mask" in inputs:
+            out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
+        for key in ("mm_token_type_ids", "token_type_ids"):
+            if key in inputs:
+                out[key] = torch.cat([inputs[key], torch.zeros_like(extra)], dim=1)
+        return out
+
+    def generate(self, prepared: Prepared, max_new_tokens: int = 64,
+                 strategy: DecodingStrategy | None = None, top_k: int = 5) -> Generation:
+        """Decode an answer with ``strategy`` (greedy by default), with per-token probabilities.
+
+        The strategy is the plug-in point for decoding-time methods: its logits processors
+        see each step's scores and may run extra branches through this session.
+        """
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_new_tokens}")
+        strategy = strategy or Greedy()
+        eos = self._eos_ids()
+        with self.lock, torch.inference_mode(), _oom_guard():
+            if strategy.seed is not None:
+                torch.manual_seed(strategy.seed)
+            out = self.model.generate(
+                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                logits_processor=strategy.processors(self, prepared), return_dict_in_generate=True,
+                output_logits=True, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id,
+                **_sampling_defaults(strategy))
+        new_ids = out.sequences[0, prepared.inputs["input_ids"].shape[1]:].tolist()
+        tokens = [self._choice(tid, logits[0], top_k) for tid, logits in zip(new_ids, out.logits)
+                  if tid not in eos]
+        return Generation(prompt=prepared, tokens=tokens, sequence=out.sequences[0].tolist(), strategy=strategy.name)
+
+    def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers for many (image, prompt) pairs in one left-padded batch (for evaluation)."""
+        texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": check_prompt(p)}], p, True)
+                 for p in prompts]
+        inputs = self.processor(images=[load_image(i) for i in images], text=texts, return_tensors="pt",
+                                padding=True, padding_side="left").to(self.device)
+        with self.lock, torch.inference_mode(), _oom_guard():
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                      eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,
+                                      **_sampling_defaults(Greedy()))
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def _choice(self, token_id: int, logits: torch.Tensor, top_k: int) -> TokenChoice:
+        probs = torch.softmax(logits.float(), dim=-1)
+        values, indices = probs.topk(min(top_k, probs.numel()))
+        return TokenChoice(id=token_id, text=self.decode_token(token_id), prob=float(probs[token_id]),
+                           top=[(self.decode_token(int(i)), float(v)) for v, i in zip(values, indices)])
+
+    def decode_token(self, token_id: int) -> str:
+        """A token as it reads inside running text (with its leading space where it has one)."""
+        text = self.tokenizer.decode([token_id])
+        piece = self.tokenizer.convert_ids_to_tokens(token_id)
+        if isinstance(piece, str) and piece.startswith(("Ġ", "▁")):
+            return text if text.startswith(" ") else " " + text
+        return text if text.startswith(" ") or not _word_level(self.tokenizer) else " " + text
+
+
+def _word_level(tokenizer) -> bool:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "WordLevel"
+
+
+def _sampling_defaults(strategy: DecodingStrategy) -> dict:
+    kwargs = strategy.generation_kwargs()
+    if not strategy.do_sample:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def check_prompt(prompt: str) -> str:
+    """The prompt stripped, or an InputError when empty or longer than ``MAX_PROMPT_CHARS``."""
+    if not isinstance(prompt, str):
+        raise InputError(f"the prompt must be text, got {type(prompt).__name__}")
+    prompt = prompt.strip()
+    if not prompt:
+        raise InputError("the prompt is empty: type a question or instruction")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+@contextmanager
+def _oom_guard() -> Iterator[None]:
+    """Turn an out-of-memory error into a ResourceError and free the cache, so the app stays up."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        raise ResourceError("the device ran out of memory for this request; try a smaller image, "
+                            "a shorter prompt, fewer new tokens, or a CPU session") from None
+
+
+def default_asset_dir() -> Path:
+    """Where the embedded world model lives."""
+    return Path(__file__).resolve().parent.parent / "assets" / "world-model"
