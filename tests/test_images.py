@@ -41,7 +41,8 @@ def test_modes_become_rgb_without_clipping():
     grey = Image.new("L", (16, 16), 77)
     assert load_image(grey).getpixel((3, 3)) == (77, 77, 77)
     ramp = np.tile(np.arange(16, dtype=np.uint16) * 4000, (16, 1))
-    img16 = Image.fromarray(ramp, mode="I;16")
+    img16 = Image.fromarray(ramp)
+    assert img16.mode == "I;16"
     out = np.asarray(load_image(img16))
     assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255 and len(np.unique(out[..., 0])) == 16
     assert load_image(np.zeros((10, 12, 3), dtype=np.uint8)).size == (12, 10)

@@ -1,0 +1,74 @@
+"""The launched studio driven through gradio_client, as a real client would."""
+import socket
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from studio.app import build_app
+from studio.samples import load_samples
+from studio.world.render import render
+from studio.world.scenes import sample_scene
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(embedded):
+    app = build_app(embedded)
+    port = free_port()
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    finally:
+        app.close()
+
+
+def generate(client, path, prompt, scene=None):
+    return client.predict(handle_file(str(path)), prompt, 40, scene, api_name="/generate")
+
+
+def test_generate_on_a_sample_scene_marks_words_against_truth(client, embedded):
+    sample = next(s for s in load_samples() if s.scene.split == "cooccur")
+    highlighted, table, status = generate(client, sample.path, "describe the image .", sample.scene.to_dict())
+    direct = embedded.generate(embedded.prepare(sample.path, "describe the image ."), max_new_tokens=40)
+    words = [item["token"] for item in highlighted]
+    assert "".join(words).strip() == direct.text
+    assert "wrong against ground truth" in status
+    assert len(table["data"]) == len(direct.tokens)
+
+
+@pytest.mark.parametrize("case", ["text", "truncated", "tiny", "huge"])
+def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(client, tmp_path, case):
+    path = tmp_path / "upload.png"
+    if case == "text":
+        path.write_text("this is not a picture")
+    elif case == "truncated":
+        render(sample_scene(0)).save(path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif case == "tiny":
+        Image.new("RGB", (1, 1)).save(path)
+    else:
+        Image.new("1", (20000, 20000)).save(path)
+    with pytest.raises(Exception) as err:
+        client.predict(handle_file(str(path)), api_name="/load_image")
+    message = str(err.value)
+    assert any(s in message for s in ("not an image", "truncated", "could not", "at least", "megapixels")), message
+    good = tmp_path / "good.png"
+    render(sample_scene(1)).save(good)
+    shown, _, _ = client.predict(handle_file(str(good)), api_name="/load_image")
+    assert Image.open(shown).size == (64, 64)
+
+
+@pytest.mark.parametrize("prompt,needle", [("", "empty"), ("x" * 100_000, "limit")])
+def test_bad_prompts_get_a_clear_message(client, tmp_path, prompt, needle):
+    path = tmp_path / "s.png"
+    render(sample_scene(3)).save(path)
+    with pytest.raises(Exception, match=needle):
+        generate(client, path, prompt)
+    highlighted, _, _ = generate(client, path, "how many objects are there ?")
+    assert highlighted

@@ -1,0 +1,71 @@
+"""ModelSession on the embedded world model: token map, capture, lens identity, generation."""
+import pytest
+import torch
+
+from studio.errors import InputError
+from studio.hooks import hook_count
+from studio.session import MAX_PROMPT_CHARS
+from studio.world.render import object_box, render
+from studio.world.scenes import sample_scene
+
+
+@pytest.fixture(scope="module")
+def prepared(embedded):
+    return embedded.prepare(render(sample_scene(4, "neutral")), "Describe the image.")
+
+
+def test_token_map_places_every_patch_of_the_8x8_grid(embedded, prepared):
+    tmap = prepared.token_map
+    assert len(tmap.grids) == 1 and (tmap.grids[0].rows, tmap.grids[0].cols) == (8, 8)
+    positions = tmap.image_positions
+    assert len(positions) == 64 and positions == list(range(positions[0], positions[0] + 64))
+    assert tmap.image[positions[9]].row == 1 and tmap.image[positions[9]].col == 1
+    assert all(tmap.tokens[p] == "<image>" for p in positions)
+    assert [tmap.tokens[p] for p in tmap.text_positions][-5:] == ["describe", "the", "image", ".", "<|assistant|>"]
+    assert tmap.grids[0].patch_box(1, 2) == (16.0, 8.0, 24.0, 16.0)
+    assert tmap.grids[0].locate(17, 9) == (1, 2) and tmap.grids[0].locate(70, 3) is None
+
+
+def test_capture_changes_no_bit_and_lens_reproduces_logits(embedded, prepared):
+    plain = embedded.forward(prepared)
+    before = hook_count(embedded.model)  # after a first pass: transformers adds its own hooks lazily
+    captured = embedded.forward(prepared, capture=True)
+    assert hook_count(embedded.model) == before
+    assert torch.equal(plain.logits, captured.logits)
+    assert captured.hidden.shape == (embedded.n_layers, prepared.length, embedded.model.config.text_config.hidden_size)
+    with torch.inference_mode():
+        lens = embedded.adapter.lens(captured.hidden[-1]).float()
+    assert (lens - plain.logits).abs().max().item() <= 1e-5
+
+
+def test_generation_returns_tokens_with_probabilities_and_alternatives(embedded, prepared):
+    gen = embedded.generate(prepared, max_new_tokens=40)
+    assert gen.text and gen.tokens
+    for t in gen.tokens:
+        assert 0 < t.prob <= 1 and len(t.top) == 5
+        assert t.top[0][1] >= t.prob - 1e-6, "greedy picks the most probable token"
+    again = embedded.generate(prepared, max_new_tokens=40)
+    assert [t.id for t in again.tokens] == [t.id for t in gen.tokens]
+
+
+def test_prompt_limits_give_clear_messages(embedded):
+    image = render(sample_scene(0))
+    with pytest.raises(InputError, match="empty"):
+        embedded.prepare(image, "   ")
+    with pytest.raises(InputError, match=str(MAX_PROMPT_CHARS)):
+        embedded.prepare(image, "x" * 100_000)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        embedded.generate(embedded.prepare(image, "describe the image ."), max_new_tokens=0)
+
+
+def test_text_only_prompt_has_no_image_tokens(embedded):
+    prepared = embedded.prepare(None, "how many objects are there ?")
+    assert prepared.token_map.image_positions == [] and prepared.token_map.grids == []
+    assert embedded.generate(prepared, max_new_tokens=3).tokens is not None
+
+
+def test_object_boxes_fall_on_patches_of_their_cell():
+    scene = sample_scene(1, "neutral")
+    for obj in scene.objects:
+        x0, y0, x1, y1 = object_box(obj)
+        assert obj.col * 16 <= x0 < x1 <= (obj.col + 1) * 16 and obj.row * 16 <= y0 < y1 <= (obj.row + 1) * 16
