@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from pathlib import Path
 
 import gradio as gr
 
@@ -112,7 +111,3 @@ def build_app(session: ModelSession) -> gr.Blocks:
         run.click(functools.partial(generate, session), [image, prompt, max_new, scene], [answer, table, status],
                   api_name="generate")
     return demo
-
-
-def sample_paths() -> list[Path]:
-    return [s.path for s in load_samples()]

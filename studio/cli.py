@@ -50,10 +50,8 @@ def cmd_describe(args) -> int:
 
 def cmd_world_train(args) -> int:
     from studio.world.train import TrainConfig, train
-    from studio.world.modelkit import WorldModelSize
     if args.quick:
-        config = TrainConfig(seed=args.seed, vision_steps=20, joint_steps=40, batch_size=8, device=args.device,
-                             size=WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128))
+        config = TrainConfig.quick(seed=args.seed, device=args.device)
     else:
         steps = {k: v for k, v in (("vision_steps", args.vision_steps), ("joint_steps", args.joint_steps))
                  if v is not None}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -79,10 +78,10 @@ class ModelSession:
     """One model ready for probing; build with :meth:`load` (or from a model and processor)."""
 
     def __init__(self, model, processor, source: str = "in-memory", device: str | None = None) -> None:
-        self.model = model.eval()
+        self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
-        self.adapter: Adapter = adapter_for(model)
+        self.adapter: Adapter = adapter_for(model, processor)
         self.source = source
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.lock = threading.RLock()
@@ -155,10 +154,24 @@ class ModelSession:
         with forward_hooks([(layer, keep) for layer in self.adapter.decoder_layers()]):
             yield states
 
+    @contextmanager
+    def eager_attention(self) -> Iterator[None]:
+        """Within the block, holding the session lock, attention runs the eager kernel so its
+        weights exist; the previous implementation is restored after, even on error."""
+        with self.lock:
+            previous = self.model.config._attn_implementation
+            if previous != "eager":
+                self.model.set_attn_implementation("eager")
+            try:
+                yield
+            finally:
+                if previous != "eager":
+                    self.model.set_attn_implementation(previous)
+
     def forward(self, prepared: Prepared, capture: bool = False,
                 extra_ids: list[int] | None = None) -> ForwardResult:
         """One pass over the prompt (plus ``extra_ids`` appended, e.g. a generated answer)."""
-        inputs = self._with_extra(prepared.inputs, extra_ids)
+        inputs = self.extend_inputs(prepared.inputs, extra_ids)
         with self.lock, torch.inference_mode(), _oom_guard():
             if not capture:
                 return ForwardResult(logits=self.model(**inputs).logits[0].float())
@@ -166,7 +179,7 @@ class ModelSession:
                 logits = self.model(**inputs).logits[0].float()
             return ForwardResult(logits=logits, hidden=torch.stack(states))
 
-    def _with_extra(self, inputs: dict, extra_ids: list[int] | None) -> dict:
+    def extend_inputs(self, inputs: dict, extra_ids: list[int] | None) -> dict:
         if not extra_ids:
             return inputs
         extra = torch.tensor([extra_ids], dtype=inputs["input_ids"].dtype, device=self.device)
@@ -272,8 +285,3 @@ def _oom_guard() -> Iterator[None]:
             torch.cuda.empty_cache()
         raise ResourceError("the device ran out of memory for this request; try a smaller image, "
                             "a shorter prompt, fewer new tokens, or a CPU session") from None
-
-
-def default_asset_dir() -> Path:
-    """Where the embedded world model lives."""
-    return Path(__file__).resolve().parent.parent / "assets" / "world-model"

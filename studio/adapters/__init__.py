@@ -16,12 +16,12 @@ def supported_model_types() -> list[str]:
     return sorted(t for a in ADAPTERS for t in a.model_types)
 
 
-def adapter_for(model: nn.Module) -> Adapter:
+def adapter_for(model: nn.Module, processor=None) -> Adapter:
     """The adapter serving ``model``'s ``config.model_type``; a clear error when none does."""
     model_type = getattr(model.config, "model_type", None)
     for cls in ADAPTERS:
         if model_type in cls.model_types:
-            return cls(model)
+            return cls(model, processor)
     raise AdapterError(f"no adapter for model type {model_type!r}; supported: {', '.join(supported_model_types())}."
                        " Add one module in studio/adapters/ to support a new family.")
 

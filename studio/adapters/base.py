@@ -127,8 +127,9 @@ class Adapter:
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, processor=None) -> None:
         self.model = model
+        self.processor = processor
 
     def text_model(self) -> nn.Module:
         return self.model.model.language_model
@@ -144,6 +145,18 @@ class Adapter:
 
     def embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
+
+    def attention_modules(self) -> list[nn.Module]:
+        """Each decoder layer's self-attention (its output is (attn_output, attn_weights))."""
+        return [layer.self_attn for layer in self.decoder_layers()]
+
+    def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        """For every element of ``pixel_values`` (broadcastable to it), the ordinal of the image
+        token it feeds (0 .. n_image_tokens - 1), or -1 where it feeds none.
+
+        Attribution uses these groups to ablate or sum pixels one image token at a time.
+        """
+        raise NotImplementedError
 
     def image_token_id(self) -> int:
         config = self.model.config

@@ -48,3 +48,12 @@ class Idefics3Adapter(Adapter):
             placements.update(row_major(len(grids), run, side, side))
             grids.append(PatchGrid(name, side, side, box))
         return grids, placements
+
+    def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        _, views, _, height, width = inputs["pixel_values"].shape
+        step = self.model.config.vision_config.patch_size * self.model.config.scale_factor
+        per_row, per_view = width // step, (height // step) * (width // step)
+        ys, xs = torch.arange(height) // step, torch.arange(width) // step
+        within = ys[:, None] * per_row + xs[None, :]
+        groups = torch.arange(views)[:, None, None] * per_view + within[None]
+        return groups.reshape(1, views, 1, height, width)

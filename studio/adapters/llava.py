@@ -1,4 +1,8 @@
-"""LLaVA-1.5 (and the embedded world model): one square grid of patch tokens, row-major."""
+"""LLaVA-1.5 (and the embedded world model): one square grid of patch tokens, row-major.
+
+The CLIP processor resizes the shortest edge and centre-crops, so the grid covers the
+central crop of a non-square image; the grid's box says which part.
+"""
 from __future__ import annotations
 
 import math
@@ -18,5 +22,24 @@ class LlavaAdapter(Adapter):
         side = math.isqrt(len(positions))
         if side * side != len(positions):
             raise AdapterError(f"LLaVA expects a square number of image tokens, found {len(positions)}")
+        return [PatchGrid("image", side, side, self._visible_box(image_size))], row_major(0, positions, side, side)
+
+    def _visible_box(self, image_size: tuple[int, int]) -> tuple[float, float, float, float]:
         w, h = image_size
-        return [PatchGrid("image", side, side, (0.0, 0.0, float(w), float(h)))], row_major(0, positions, side, side)
+        image_processor = getattr(self.processor, "image_processor", None)
+        if image_processor is None or not getattr(image_processor, "do_center_crop", False):
+            return (0.0, 0.0, float(w), float(h))
+        shortest = image_processor.size.get("shortest_edge")
+        crop = image_processor.crop_size
+        if not shortest:
+            return (0.0, 0.0, float(w), float(h))
+        scale = shortest / min(w, h)
+        cw, ch = min(w, crop["width"] / scale), min(h, crop["height"] / scale)
+        return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+
+    def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        _, _, height, width = inputs["pixel_values"].shape
+        patch = self.model.config.vision_config.patch_size
+        ys = torch.arange(height) // patch
+        xs = torch.arange(width) // patch
+        return (ys[:, None] * (width // patch) + xs[None, :]).reshape(1, 1, height, width)

@@ -28,11 +28,8 @@ class LlavaNextAdapter(Adapter):
         if len(rest) <= 1:
             grids = [PatchGrid("base", side, side, whole)]
             return grids, {**base, **{p: ImagePlacement(0, None, None) for p in rest}}
-        n_h, n_w = get_anyres_image_grid_shape(
-            inputs["image_sizes"][0].tolist(), config.image_grid_pinpoints, config.vision_config.image_size)
-        index = torch.arange(n_h * side * n_w * side).reshape(1, n_h * side, n_w * side)
-        kept = unpad_image(index, inputs["image_sizes"][0])
-        rows, cols = kept.shape[1:]
+        kept = self._kept_tile_patches(inputs)
+        rows, cols = kept.shape
         if len(rest) != rows * (cols + 1):
             raise AdapterError(f"LLaVA-NeXT tiles: expected {rows}x({cols}+1) tokens, found {len(rest)}")
         placements = dict(base)
@@ -40,3 +37,35 @@ class LlavaNextAdapter(Adapter):
             r, c = divmod(i, cols + 1)
             placements[pos] = ImagePlacement(1, r, c) if c < cols else ImagePlacement(1, None, None)
         return [PatchGrid("base", side, side, whole), PatchGrid("tiles", rows, cols, whole)], placements
+
+    def _tiles(self, inputs: dict) -> tuple[int, int, int]:
+        """(tile rows, tile cols, patches per tile side) of the high-res view."""
+        vision = self.model.config.vision_config
+        n_h, n_w = get_anyres_image_grid_shape(
+            inputs["image_sizes"][0].tolist(), self.model.config.image_grid_pinpoints, vision.image_size)
+        return n_h, n_w, vision.image_size // vision.patch_size
+
+    def _kept_tile_patches(self, inputs: dict) -> torch.Tensor:
+        """[rows, cols] flat indices into the padded tile grid of the patches the model keeps."""
+        n_h, n_w, side = self._tiles(inputs)
+        index = torch.arange(n_h * side * n_w * side).reshape(1, n_h * side, n_w * side)
+        return unpad_image(index, inputs["image_sizes"][0])[0]
+
+    def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        _, views, _, height, width = inputs["pixel_values"].shape
+        n_h, n_w, side = self._tiles(inputs)
+        patch = height // side
+        py, px = torch.arange(height) // patch, torch.arange(width) // patch
+        local = py[:, None] * side + px[None, :]
+        kept = self._kept_tile_patches(inputs)
+        cols = kept.shape[1]
+        ordinal = torch.full((n_h * side * n_w * side,), -1, dtype=torch.long)
+        r, c = torch.meshgrid(torch.arange(kept.shape[0]), torch.arange(cols), indexing="ij")
+        ordinal[kept.flatten()] = side * side + (r * (cols + 1) + c).flatten()
+        groups = torch.full((views, height, width), -1, dtype=torch.long)
+        groups[0] = local
+        for t in range(1, min(views, 1 + n_h * n_w)):
+            ti, tj = divmod(t - 1, n_w)
+            flat = (ti * side + py[:, None]) * (n_w * side) + tj * side + px[None, :]
+            groups[t] = ordinal[flat]
+        return groups.reshape(1, views, 1, height, width)

@@ -19,3 +19,8 @@ class Qwen2VLAdapter(Adapter):
         w, h = image_size
         grid = PatchGrid("image", rows, cols, (0.0, 0.0, float(w), float(h)))
         return [grid], row_major(0, self.image_positions(input_ids), rows, cols)
+
+    def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        merge = self.model.config.vision_config.spatial_merge_size
+        rows = inputs["pixel_values"].shape[0]
+        return (torch.arange(rows) // (merge * merge)).reshape(rows, 1)

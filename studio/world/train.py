@@ -37,6 +37,12 @@ class TrainConfig:
     device: str = "cpu"
     size: WorldModelSize = field(default_factory=WorldModelSize)
 
+    @classmethod
+    def quick(cls, seed: int = 0, device: str = "cpu") -> "TrainConfig":
+        """A tiny model for a few steps: a smoke test that the loss falls (seconds on a CPU)."""
+        return cls(seed=seed, vision_steps=15, joint_steps=60, batch_size=8, lr=3e-3, warmup=5, device=device,
+                   size=WorldModelSize(48, 1, 2, 96, 48, 1, 2, 96))
+
     def __post_init__(self) -> None:
         if self.vision_steps < 0 or self.joint_steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise InputError("vision steps must be >= 0, joint steps and batch size >= 1, and lr > 0")

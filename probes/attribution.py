@@ -1,0 +1,154 @@
+"""Attribution with captum for one generated token: patch occlusion and integrated gradients.
+
+The explained quantity is the log-probability the model gives the chosen generated token at
+the position that predicts it (teacher-forced on the rest of the answer).
+
+- **Occlusion**: captum ``FeatureAblation`` on ``pixel_values`` with a feature mask that groups
+  the pixels feeding each image token (the adapter's ``pixel_token_groups``), ablated to ~0
+  (the processor's normalised mean colour). Score = drop in log-probability.
+- **Integrated gradients on pixels** (captum ``IntegratedGradients``, black-to-mean baseline 0),
+  summed per image token; and **on prompt-token embeddings** (``LayerIntegratedGradients`` on
+  the input embedding layer, baseline = text tokens replaced by padding), summed over width.
+  Both report captum's convergence delta (completeness error).
+
+The pixel baseline is a near-zero constant rather than exactly 0: Idefics3 and SmolVLM drop
+image views whose pixels are all exactly zero as padding, which would change the token layout.
+
+Captum treats dimension 0 as the batch, but some families' ``pixel_values`` have no batch
+dimension (Qwen2-VL's are [patches, features]); inputs are therefore given a leading batch
+of 1 and evaluated one example at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from captum.attr import FeatureAblation, IntegratedGradients, LayerIntegratedGradients
+
+from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
+from probes.logit_lens import layout_of
+from probes.runs import Run, get_run
+from studio.errors import InputError
+
+PIXEL_BASELINE = 1e-3
+
+
+@dataclass(frozen=True)
+class AttributionParams(ProbeParams):
+    """``answer_index``: which generated token to explain; ``ig_steps``: integration steps."""
+
+    answer_index: int = 0
+    ig_steps: int = 16
+
+    def __post_init__(self) -> None:
+        check_range("answer_index", self.answer_index, 0, 10_000)
+        check_range("ig_steps", self.ig_steps, 2, 512)
+
+
+@dataclass
+class AttributionResult(ProbeResult):
+    """Arrays (P image positions ``image_positions``, S prompt positions):
+
+    - ``occlusion`` [P]: drop in the token's log-probability when that image token's pixels are ablated;
+    - ``ig_pixels`` [P]: integrated gradients on pixels, summed per image token;
+    - ``ig_prompt`` [S]: integrated gradients on each prompt position's input embedding.
+    """
+
+    tokens: list[str]
+    patch: list
+    grids: list
+    main_grid: int | None
+    answer_positions: list[int]
+    image_size: list | None
+    image_positions: list[int]
+    answer_index: int
+    target_token: str
+    log_prob: float
+    ig_pixels_delta: float
+    ig_prompt_delta: float
+    occlusion: np.ndarray
+    ig_pixels: np.ndarray
+    ig_prompt: np.ndarray
+    probe = "attribution"
+
+
+class _Target:
+    """Callables for captum: the chosen token's log-probability under changed pixels or ids."""
+
+    def __init__(self, session, run: Run, answer_index: int) -> None:
+        self.session = session
+        position = run.answer_positions[answer_index]
+        self.token = run.token_map.input_ids[position]
+        self.inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:position])
+        self.predicting = position - 1
+
+    def _log_prob(self, **changes) -> torch.Tensor:
+        logits = self.session.model(**{**self.inputs, **changes}).logits[0, self.predicting].float()
+        return torch.log_softmax(logits, dim=-1)[self.token]
+
+    def of_pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._log_prob(pixel_values=pixels) for pixels in batch])
+
+    def of_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._log_prob(input_ids=row[None]) for row in ids])
+
+
+def _per_group(values: torch.Tensor, groups: torch.Tensor, n: int, reduce: str) -> np.ndarray:
+    flat_groups = groups.expand_as(values).flatten()
+    keep = flat_groups >= 0
+    out = torch.zeros(n, dtype=torch.float64)
+    out.index_add_(0, flat_groups[keep], values.flatten()[keep].double())
+    if reduce == "mean":
+        counts = torch.bincount(flat_groups[keep], minlength=n).clamp(min=1)
+        out = out / counts
+    return out.numpy().astype(np.float32)
+
+
+def baseline_ids(session, input_ids: torch.Tensor) -> torch.Tensor:
+    """Text tokens replaced by padding; special and image tokens kept (they carry the structure)."""
+    special = set(session.tokenizer.all_special_ids) | {session.adapter.image_token_id()}
+    pad = session.tokenizer.pad_token_id if session.tokenizer.pad_token_id is not None else 0
+    keep = torch.tensor([int(i) in special for i in input_ids.flatten()]).reshape(input_ids.shape)
+    return torch.where(keep, input_ids, torch.full_like(input_ids, pad))
+
+
+class Attribution(Probe):
+    name = "attribution"
+    description = "patch occlusion and integrated gradients (pixels, prompt tokens) for one generated token"
+    params_class = AttributionParams
+    needs_gradients = True
+    needs_image = True
+
+    def run(self, session, request: ProbeRequest, params: AttributionParams) -> AttributionResult:
+        run = get_run(session, request)
+        if not run.token_map.image_positions:
+            raise InputError("attribution over patches needs an image: this prompt has no image tokens")
+        if params.answer_index >= len(run.answer_positions):
+            raise InputError(f"answer_index {params.answer_index} is out of range: the answer has "
+                             f"{len(run.answer_positions)} tokens")
+        target = _Target(session, run, params.answer_index)
+        pixels = target.inputs["pixel_values"]
+        groups = session.adapter.pixel_token_groups(target.inputs).to(pixels.device)
+        n = len(run.token_map.image_positions)
+        mask = torch.where(groups >= 0, groups, torch.full_like(groups, n)).expand_as(pixels)[None]
+        with session.lock:
+            with torch.no_grad():
+                log_prob = float(target.of_pixels(pixels[None])[0])
+                occlusion = FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
+                                                                  feature_mask=mask)
+            ig_pixels, pixel_delta = IntegratedGradients(target.of_pixels).attribute(
+                pixels[None].float().requires_grad_(), baselines=PIXEL_BASELINE, n_steps=params.ig_steps,
+                internal_batch_size=1, return_convergence_delta=True)
+            ids = target.inputs["input_ids"]
+            lig = LayerIntegratedGradients(target.of_ids, session.adapter.embeddings())
+            ig_prompt, prompt_delta = lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
+                                                    internal_batch_size=1, return_convergence_delta=True)
+        prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
+        return AttributionResult(
+            **layout_of(run), image_positions=run.token_map.image_positions, answer_index=params.answer_index,
+            target_token=run.token_map.tokens[run.answer_positions[params.answer_index]], log_prob=log_prob,
+            ig_pixels_delta=float(pixel_delta.abs().max()), ig_prompt_delta=float(prompt_delta.abs().max()),
+            occlusion=_per_group(occlusion[0].detach(), groups, n, "mean"),
+            ig_pixels=_per_group(ig_pixels[0].detach(), groups, n, "sum"),
+            ig_prompt=prompt_scores.astype(np.float32))

@@ -1,0 +1,115 @@
+"""Logit lens: decode the residual stream of every layer at every position, image patches included.
+
+Each layer's state goes through the model's own final norm and unembedding (the adapter's
+``lens``), so at the last layer the lens *is* the model's output distribution. The sweep runs
+in chunks of positions, so memory holds at most ``chunk x vocabulary`` probabilities at once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
+from probes.runs import Run, get_run
+
+
+@dataclass(frozen=True)
+class LogitLensParams(ProbeParams):
+    top_k: int = 5
+    chunk: int = 256
+
+    def __post_init__(self) -> None:
+        check_range("top_k", self.top_k, 1, 50)
+        check_range("chunk", self.chunk, 1, 65536)
+
+
+def layout_of(run: Run) -> dict:
+    """The run's token layout as plain values (for result fields)."""
+    tmap = run.token_map
+    patch = [[p.grid, p.row, p.col] if (p := tmap.image.get(i)) and p.row is not None else None
+             for i in range(len(tmap))]
+    return {"tokens": tmap.tokens, "patch": patch,
+            "grids": [{"name": g.name, "rows": g.rows, "cols": g.cols, "box": list(g.box)} for g in tmap.grids],
+            "main_grid": tmap.main_grid, "answer_positions": run.answer_positions,
+            "image_size": list(tmap.image_size) if tmap.image_size else None}
+
+
+@dataclass
+class LogitLensResult(ProbeResult):
+    """Arrays (L layers, S positions, k top tokens, T tracked tokens = distinct answer tokens):
+
+    - ``top_ids`` [L, S, k] int64, ``top_probs`` [L, S, k] float32: each layer's top-k at each position;
+    - ``target_ids`` [T] int64 and ``target_probs`` [L, S, T] float32: tracked tokens' probabilities;
+    - ``answer_probs`` / ``answer_ranks`` [L, A]: each generated token's probability and rank
+      (0 = top) at the position that predicts it, per layer (its emergence trajectory).
+    ``words`` maps every token id that appears to its string.
+    """
+
+    tokens: list[str]
+    patch: list
+    grids: list
+    main_grid: int | None
+    answer_positions: list[int]
+    image_size: list | None
+    words: dict
+    top_ids: np.ndarray
+    top_probs: np.ndarray
+    target_ids: np.ndarray
+    target_probs: np.ndarray
+    answer_probs: np.ndarray
+    answer_ranks: np.ndarray
+    probe = "logit_lens"
+
+    def target_index(self, token_id: int) -> int:
+        return int(np.flatnonzero(self.target_ids == token_id)[0])
+
+
+def sweep(session, hidden: torch.Tensor, targets: torch.Tensor, top_k: int, chunk: int):
+    """Top-k and tracked-token probabilities for hidden [L, S, d], ``chunk`` positions at a time."""
+    layers, seq, _ = hidden.shape
+    top_ids = torch.empty(layers, seq, top_k, dtype=torch.long)
+    top_probs = torch.empty(layers, seq, top_k)
+    target_probs = torch.empty(layers, seq, len(targets))
+    with torch.inference_mode():
+        for layer in range(layers):
+            for start in range(0, seq, chunk):
+                probs = torch.softmax(session.adapter.lens(hidden[layer, start:start + chunk]).float(), dim=-1)
+                values, indices = probs.topk(top_k, dim=-1)
+                top_ids[layer, start:start + chunk] = indices.cpu()
+                top_probs[layer, start:start + chunk] = values.cpu()
+                target_probs[layer, start:start + chunk] = probs[:, targets].cpu()
+    return top_ids, top_probs, target_probs
+
+
+def answer_trajectory(session, run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """[L, A] probability and rank of each generated token where it is predicted."""
+    positions = [run.predicting_position(i) for i in range(len(run.answer_positions))]
+    ids = torch.tensor([run.token_map.input_ids[p] for p in run.answer_positions], dtype=torch.long)
+    with torch.inference_mode():
+        logits = session.adapter.lens(run.hidden[:, positions]).float()
+        probs = torch.softmax(logits, dim=-1)
+        chosen = logits.gather(-1, ids.to(logits.device).expand(logits.shape[0], -1)[..., None])
+        ranks = (logits > chosen).sum(-1)
+        p = probs.gather(-1, ids.to(probs.device).expand(probs.shape[0], -1)[..., None])[..., 0]
+    return p.cpu().numpy().astype(np.float32), ranks.cpu().numpy().astype(np.int32)
+
+
+class LogitLens(Probe):
+    name = "logit_lens"
+    description = "every layer x every position decoded through the final norm and unembedding"
+    params_class = LogitLensParams
+
+    def run(self, session, request: ProbeRequest, params: LogitLensParams) -> LogitLensResult:
+        run = get_run(session, request)
+        answer_ids = [run.token_map.input_ids[p] for p in run.answer_positions]
+        targets = torch.tensor(sorted(set(answer_ids)), dtype=torch.long)
+        top_ids, top_probs, target_probs = sweep(session, run.hidden, targets, params.top_k, params.chunk)
+        answer_probs, answer_ranks = answer_trajectory(session, run)
+        seen = set(top_ids.flatten().tolist()) | set(targets.tolist())
+        return LogitLensResult(
+            **layout_of(run), words={str(i): session.decode_token(i).strip() for i in sorted(seen)},
+            top_ids=top_ids.numpy(), top_probs=top_probs.numpy().astype(np.float32),
+            target_ids=targets.numpy(), target_probs=target_probs.numpy().astype(np.float32),
+            answer_probs=answer_probs, answer_ranks=answer_ranks)
