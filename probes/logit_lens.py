@@ -53,6 +53,7 @@ class LogitLensResult(ProbeResult):
     main_grid: int | None
     answer_positions: list[int]
     image_size: list | None
+    answer_ids: list[int]
     words: dict
     top_ids: np.ndarray
     top_probs: np.ndarray
@@ -109,7 +110,7 @@ class LogitLens(Probe):
         answer_probs, answer_ranks = answer_trajectory(session, run)
         seen = set(top_ids.flatten().tolist()) | set(targets.tolist())
         return LogitLensResult(
-            **layout_of(run), words={str(i): session.decode_token(i).strip() for i in sorted(seen)},
+            **layout_of(run), answer_ids=answer_ids, words={str(i): session.decode_token(i).strip() for i in sorted(seen)},
             top_ids=top_ids.numpy(), top_probs=top_probs.numpy().astype(np.float32),
             target_ids=targets.numpy(), target_probs=target_probs.numpy().astype(np.float32),
             answer_probs=answer_probs, answer_ranks=answer_ranks)

@@ -7,12 +7,13 @@ sees one clear message and the app keeps serving.
 from __future__ import annotations
 
 import functools
-import tempfile
 
 import gradio as gr
 
+from studio.app_common import save_png, user_errors
 from studio.errors import StudioError
 from studio.images import load_image
+from studio.inspect_tab import build_inspect_tab
 from studio.samples import load_samples
 from studio.session import Generation, ModelSession
 from studio.world.scenes import Scene
@@ -22,26 +23,8 @@ CONFIDENCE_COLOURS = {"wrong": "#e5484d", "p ≥ 0.9": "#46a758", "0.5 ≤ p < 0
 DEFAULT_PROMPT = "describe the image ."
 
 
-def user_errors(handler):
-    """Show StudioErrors as a gr.Error message instead of a crash."""
-    @functools.wraps(handler)
-    def wrapped(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except StudioError as err:
-            raise gr.Error(str(err), print_exception=False) from None
-    return wrapped
-
-
 def _confidence(prob: float) -> str:
     return "p ≥ 0.9" if prob >= 0.9 else "0.5 ≤ p < 0.9" if prob >= 0.5 else "p < 0.5"
-
-
-def _save_png(image) -> str:
-    handle = tempfile.NamedTemporaryFile(prefix="vlm-studio-", suffix=".png", delete=False)
-    image.save(handle, format="PNG")
-    handle.close()
-    return handle.name
 
 
 @user_errors
@@ -49,7 +32,7 @@ def load_upload(file_path: str | None) -> tuple[str, None, str]:
     """Check an uploaded file and show it (as a clean RGB PNG); uploads have no ground truth."""
     if not file_path:
         raise StudioError("no file was uploaded")
-    return _save_png(load_image(file_path)), None, "_Uploaded image: no ground truth._"
+    return save_png(load_image(file_path)), None, "_Uploaded image: no ground truth._"
 
 
 def pick_sample(evt: gr.SelectData) -> tuple[str, dict, str]:
@@ -83,29 +66,33 @@ def generate(session: ModelSession, image_path: str | None, prompt: str, max_new
 
 
 def build_app(session: ModelSession) -> gr.Blocks:
-    """The studio's Blocks app over one model session."""
+    """The studio's Blocks app over one model session: shared inputs, then one tab per task."""
     samples = load_samples()
-    family = session.adapter.family
     with gr.Blocks(title="vlm-studio") as demo:
-        gr.Markdown(f"## vlm-studio\nModel: `{session.source}` ({family}, {session.n_layers} decoder layers, "
-                    f"{session.device.type})")
+        gr.Markdown(f"## vlm-studio\nModel: `{session.source}` ({session.adapter.family}, "
+                    f"{session.n_layers} decoder layers, {session.device.type})")
         scene = gr.State(None)
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=2):
                 gallery = gr.Gallery([(str(s.path), s.scene.split) for s in samples], label="Sample scenes",
-                                     columns=6, height=180, allow_preview=False)
-                upload = gr.File(label="…or upload an image", type="filepath")
-                image = gr.Image(label="Image", type="filepath", interactive=False, height=300)
-                truth = gr.Markdown()
+                                     columns=6, height=170, allow_preview=False)
+                upload = gr.File(label="…or upload an image", type="filepath", height=90)
             with gr.Column(scale=1):
+                image = gr.Image(label="Image", type="filepath", interactive=False, height=220)
+                truth = gr.Markdown()
+            with gr.Column(scale=2):
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
                 max_new = gr.Slider(1, 128, value=48, step=1, label="Max new tokens")
+        with gr.Tabs():
+            with gr.Tab("Generate"):
                 run = gr.Button("Generate", variant="primary")
                 status = gr.Markdown()
                 answer = gr.HighlightedText(label="Answer (colour = probability; red = wrong vs ground truth)",
                                             color_map=CONFIDENCE_COLOURS, show_legend=True, combine_adjacent=False)
                 table = gr.Dataframe(headers=["#", "token", "p", "top alternatives", "vs truth"],
                                      label="Tokens", interactive=False)
+            with gr.Tab("Inspect"):
+                build_inspect_tab(session, image, prompt, max_new, scene)
         gallery.select(pick_sample, None, [image, scene, truth], api_name="pick_sample")
         upload.upload(load_upload, upload, [image, scene, truth], api_name="load_image")
         run.click(functools.partial(generate, session), [image, prompt, max_new, scene], [answer, table, status],

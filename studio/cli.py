@@ -48,6 +48,35 @@ def cmd_describe(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from probes import ProbeRequest, get_probe
+    probe = get_probe(args.name)
+    params = probe.params(**dict(_parse_param(p) for p in args.param))
+    session = _session(args)
+    result = probe.run(session, ProbeRequest(args.image, args.prompt, args.max_new_tokens), params)
+    summary = {k: list(v["shape"]) for k, v in result.to_dict()["arrays"].items()}
+    print(f"{probe.name}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    if args.json:
+        _write_json(Path(args.json), result.to_dict())
+        print(f"wrote {args.json}")
+    if args.save:
+        paths = result.save(args.save)
+        print("wrote " + " and ".join(str(p) for p in paths))
+    return 0
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    """``name=value`` with value read as JSON when it parses (numbers, null, lists), else a string."""
+    if "=" not in text:
+        raise StudioError(f"--param takes name=value; got {text!r}")
+    name, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return name.strip(), tuple(value) if isinstance(value, list) else value
+
+
 def cmd_world_train(args) -> int:
     from studio.world.train import TrainConfig, train
     if args.quick:
@@ -121,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print tokens with probabilities as JSON")
     _model_args(p)
     p.set_defaults(func=cmd_describe)
+
+    from probes import REGISTRY
+    p = sub.add_parser("probe", help="run one probe and print or save its result",
+                       description="probes: " + "; ".join(f"{n}: {pr.description}" for n, pr in REGISTRY.items()))
+    p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
+    p.add_argument("image", help="path of the image")
+    p.add_argument("--prompt", default="describe the image .")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a probe parameter, e.g. --param answer_index=2 (repeatable)")
+    p.add_argument("--json", help="write the full result as JSON to this file")
+    p.add_argument("--save", metavar="STEM", help="write STEM.json + STEM.npz")
+    _model_args(p)
+    p.set_defaults(func=cmd_probe)
 
     world = sub.add_parser("world", help="the synthetic scene world: train, evaluate, sample").add_subparsers(
         dest="world_command", required=True)

@@ -1,0 +1,186 @@
+"""The "Inspect" tab: every panel follows one selected generated token, one layer and one patch.
+
+``inspect`` runs the cheap probes once (logit lens, attention, detector, drift: one cached
+forward plus one eager-attention pass) and keeps their results in the browser session's
+state; choosing a token, a layer or a patch then only redraws from that state. Attribution
+is computed on request for the selected token and kept per token.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import gradio as gr
+import numpy as np
+
+from probes import ProbeRequest, run_probe
+from studio.app_common import user_errors
+from studio.errors import InputError
+from studio.images import load_image
+from studio.session import ModelSession
+from studio.world.scenes import Scene
+from studio.world.truth import judge_words
+from views import attention as attention_view
+from views import attribution as attribution_view
+from views import detector as detector_view
+from views import drift as drift_view
+from views import logit_lens as lens_view
+
+
+@dataclass
+class Inspection:
+    """What the tab holds for one browser session."""
+
+    image: np.ndarray
+    lens: object
+    attention: object
+    detector: object
+    drift: object
+    request: ProbeRequest
+    attributions: dict = field(default_factory=dict)
+
+
+def _checked_token(state: Inspection | None, token_index: float) -> int:
+    if state is None:
+        raise InputError("run Inspect first: there is no answer to select from")
+    n = len(state.lens.answer_positions)
+    index = int(token_index)
+    if not 0 <= index < n:
+        raise InputError(f"token index {index} is out of range: the answer has {n} tokens (0..{n - 1})")
+    return index
+
+
+def _checked_layer(state: Inspection, layer: float) -> int:
+    n = state.lens.top_ids.shape[0]
+    if not 0 <= int(layer) < n:
+        raise InputError(f"layer {int(layer)} is out of range: the model has layers 0..{n - 1}")
+    return int(layer)
+
+
+def token_panels(state: Inspection, index: int, layer: int) -> tuple:
+    """Figures that follow the selected token: lens heat map, decoded grid, trajectory, attention."""
+    token_id = state.lens.answer_ids[index]
+    return (lens_view.heatmap(state.lens, token_id),
+            lens_view.patch_grid(state.lens, layer, token_id, state.image),
+            lens_view.trajectory(state.lens, index),
+            attention_view.patch_attention(state.attention, index, layer, None, state.image),
+            attention_view.rollout(state.attention, index, state.image),
+            attention_view.image_share(state.attention, index),
+            detector_view.boxes(state.detector, state.image, selected=index))
+
+
+def _chips(state: Inspection, scene: dict | None, prompt: str) -> list:
+    tokens = [state.lens.tokens[p] for p in state.lens.answer_positions]
+    verdicts = judge_words(Scene.from_dict(scene), prompt, tokens) if scene else [None] * len(tokens)
+    return [(t, "wrong" if v else None) for t, v in zip(tokens, verdicts)]
+
+
+@user_errors
+def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float,
+            scene: dict | None, progress=gr.Progress()) -> tuple:
+    """Run the cached probes for the shown image and prompt; draw the panels for token 0."""
+    if image_path is None:
+        raise InputError("the Inspect panels need an image: pick a sample or upload one")
+    request = ProbeRequest(image_path, prompt, int(max_new_tokens))
+    results = {}
+    for step, name in enumerate(("logit_lens", "attention", "detector", "drift")):
+        progress(step / 4, desc=f"probe: {name}")
+        results[name] = run_probe(session, name, request)
+    if not results["logit_lens"].answer_positions:
+        raise InputError("the model generated no tokens for this prompt; nothing to inspect")
+    state = Inspection(image=np.asarray(load_image(image_path)), lens=results["logit_lens"],
+                       attention=results["attention"], detector=results["detector"], drift=results["drift"],
+                       request=request)
+    layer = state.lens.top_ids.shape[0] // 2
+    table = detector_view.rows(state.detector)
+    return (state, _chips(state, scene, prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
+            *token_panels(state, 0, layer), drift_view.drift_curve(state.drift), table)
+
+
+@user_errors
+def show_token(state: Inspection | None, token_index: float, layer: float) -> tuple:
+    """Redraw the token-following panels for ``token_index`` at ``layer`` (from the stored results)."""
+    index = _checked_token(state, token_index)
+    return token_panels(state, index, _checked_layer(state, layer))
+
+
+def pick_token(evt: gr.SelectData) -> int:
+    """The index of the chip the user clicked."""
+    return int(evt.index)
+
+
+@user_errors
+def show_patch(state: Inspection | None, x: float, y: float) -> tuple:
+    """What the patch under pixel (x, y) means to the model: its top words per layer."""
+    if state is None:
+        raise InputError("run Inspect first: there are no results to look up the patch in")
+    grid = state.lens.grids[state.lens.main_grid]
+    w, h = state.lens.image_size
+    if not (0 <= x < w and 0 <= y < h):
+        raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
+    x0, y0, x1, y1 = grid["box"]
+    if not (x0 <= x < x1 and y0 <= y < y1):
+        raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the part of the image the model sees")
+    row = int((y - y0) * grid["rows"] / (y1 - y0))
+    col = int((x - x0) * grid["cols"] / (x1 - x0))
+    position = next(i for i, p in enumerate(state.lens.patch) if p == [state.lens.main_grid, row, col])
+    return lens_view.position_layers(state.lens, position), f"patch row {row}, col {col} (position {position})"
+
+
+def pick_patch(evt: gr.SelectData) -> tuple[float, float]:
+    """Pixel coordinates of a click on the image."""
+    return float(evt.index[0]), float(evt.index[1])
+
+
+@user_errors
+def attribute(session: ModelSession, state: Inspection | None, token_index: float,
+              progress=gr.Progress()) -> tuple:
+    """Occlusion and integrated gradients for the selected token (computed once per token)."""
+    index = _checked_token(state, token_index)
+    if index not in state.attributions:
+        progress(0, desc="attribution (occlusion + integrated gradients)")
+        state.attributions[index] = run_probe(session, "attribution", state.request, answer_index=index)
+    result = state.attributions[index]
+    return (attribution_view.patch_scores(result, "occlusion", state.image),
+            attribution_view.patch_scores(result, "ig_pixels", state.image),
+            attribution_view.prompt_scores(result))
+
+
+def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
+                      scene: gr.State) -> None:
+    """Lay out the Inspect tab inside the current Blocks context and wire its events."""
+    state = gr.State(None)
+    token = gr.Number(0, label="selected token", precision=0, visible=False)
+    px, py = gr.Number(visible=False), gr.Number(visible=False)
+    with gr.Row():
+        run = gr.Button("Inspect", variant="primary")
+        layer = gr.Slider(0, max(1, session.n_layers - 1), value=session.n_layers // 2, step=1, label="layer")
+    chips = gr.HighlightedText(label="Answer: click a token (red = wrong vs ground truth)",
+                               color_map={"wrong": "#e5484d"}, combine_adjacent=False)
+    with gr.Row():
+        heat, grid_plot = gr.Plot(label="logit lens"), gr.Plot(label="patch grid decoded")
+    with gr.Row():
+        traj, boxes = gr.Plot(label="emergence"), gr.Plot(label="detector grounding")
+    with gr.Row():
+        attn, roll, share = gr.Plot(label="attention"), gr.Plot(label="rollout"), gr.Plot(label="image share")
+    with gr.Row():
+        patch_img = gr.Image(label="click a patch", type="filepath", interactive=False, height=260)
+        patch_plot, patch_label = gr.Plot(label="patch, layer by layer"), gr.Markdown()
+    with gr.Row():
+        drift_plot = gr.Plot(label="layer drift")
+        detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],
+                                    label="hallucination detector", interactive=False)
+    attr_button = gr.Button("Attribute the selected token (captum)")
+    with gr.Row():
+        occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
+
+    panels = [heat, grid_plot, traj, attn, roll, share, boxes]
+    run.click(functools.partial(inspect, session), [image, prompt, max_new, scene],
+              [state, chips, token, layer, *panels, drift_plot, detect_table], api_name="inspect")
+    run.click(lambda path: path, image, patch_img)
+    chips.select(pick_token, None, token).then(show_token, [state, token, layer], panels, api_name="show_token")
+    layer.release(show_token, [state, token, layer], panels)
+    patch_img.select(pick_patch, None, [px, py]).then(show_patch, [state, px, py], [patch_plot, patch_label],
+                                                      api_name="show_patch")
+    attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
+                      api_name="attribute")

@@ -1,0 +1,64 @@
+"""Every registered probe runs on every family's tiny model, perturbs nothing, and round-trips."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from probes import REGISTRY, ProbeRequest, run_probe
+from probes.base import ProbeResult
+from probes.runs import get_run
+from studio.hooks import hook_count
+from studio.session import ModelSession
+from studio.tiny import FAMILIES, build_tiny, sample_image
+
+
+def weights_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def session(request):
+    model, processor = build_tiny(request.param)
+    return ModelSession(model, processor)
+
+
+def test_every_probe_runs_and_leaves_the_model_untouched(session, tmp_path):
+    request = ProbeRequest(sample_image(40, 24), "what is this ?", max_new_tokens=4)
+    prepared = session.prepare(request.image, request.prompt)
+    baseline_tokens = [t.id for t in session.generate(prepared, max_new_tokens=4).tokens]
+    baseline_logits = session.forward(prepared).logits
+    hooks, digest = hook_count(session.model), weights_digest(session.model)
+    attn = session.model.config._attn_implementation
+    for name in REGISTRY:
+        result = run_probe(session, name, request)
+        assert isinstance(result, ProbeResult) and result.probe == name
+        again = ProbeResult.from_dict(result.to_dict())
+        paths = result.save(tmp_path / name)
+        loaded = ProbeResult.load(tmp_path / name)
+        for field, value in vars(result).items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(getattr(again, field), value) and np.array_equal(getattr(loaded, field), value)
+        assert all(p.is_file() for p in paths)
+    assert hook_count(session.model) == hooks, "no hook left behind"
+    assert weights_digest(session.model) == digest, "weights unchanged"
+    assert session.model.config._attn_implementation == attn, "attention implementation restored"
+    assert [t.id for t in session.generate(prepared, max_new_tokens=4).tokens] == baseline_tokens
+    assert torch.equal(session.forward(prepared).logits, baseline_logits)
+
+
+def test_logit_lens_last_layer_is_the_model_distribution(session):
+    request = ProbeRequest(sample_image(32, 32), "what is this ?", max_new_tokens=3)
+    result = run_probe(session, "logit_lens", request)
+    run = get_run(session, request)
+    probs = torch.softmax(run.logits, dim=-1)
+    top = probs.topk(result.top_ids.shape[2], dim=-1)
+    assert np.allclose(result.top_probs[-1], top.values.numpy(), atol=1e-6)
+    assert np.allclose(result.target_probs[-1], probs[:, torch.from_numpy(result.target_ids)].numpy(), atol=1e-6)
+    greedy = run.logits[[run.predicting_position(i) for i in range(len(run.answer_positions))]].argmax(-1)
+    assert greedy.tolist() == result.answer_ids, "the cached pass reproduces the greedy answer"
+    assert (result.answer_ranks[-1] == 0).all()
