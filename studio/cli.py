@@ -1,4 +1,4 @@
-"""The ``vlm-studio`` command: launch the studio, describe an image, train/evaluate/sample the world.
+"""vlm-studio: launch the studio, describe an image, run a probe, train/evaluate/sample the world.
 
 Every user-facing failure ends the command with exit code 2 and one line ``error: ...``.
 """
@@ -101,6 +101,12 @@ def cmd_world_eval(args) -> int:
     reports = [evaluate_split(session.answer_batch, split, args.n, seed=args.seed)[0] for split in splits]
     print(format_table(reports))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": report_dict(reports)}
+    if args.detectors:
+        from studio.world.detect_eval import format_detector_table, mention_records, report_dicts, summarise
+        detector = [summarise(s, args.n, mention_records(session, s, args.n, seed=args.seed))
+                    for s in ("cooccur", "neutral")]
+        print(format_detector_table(detector))
+        payload["detectors"] = report_dicts(detector)
     if args.json:
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")
@@ -182,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=300, help="scenes per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report as JSON to this file (else print it)")
+    p.add_argument("--detectors", action="store_true",
+                   help="also score the hallucination detectors (AUROC, grounding) on the cooccur and neutral splits")
     p.set_defaults(func=cmd_world_eval)
 
     p = world.add_parser("sample", help="render scenes with ground truth to a folder")

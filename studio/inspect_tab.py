@@ -110,10 +110,10 @@ def pick_token(evt: gr.SelectData) -> int:
 
 
 @user_errors
-def show_patch(state: Inspection | None, x: float, y: float) -> tuple:
-    """What the patch under pixel (x, y) means to the model: its top words per layer."""
-    if state is None:
-        raise InputError("run Inspect first: there are no results to look up the patch in")
+def show_patch(state: Inspection | None, token_index: float, x: float, y: float) -> tuple:
+    """What the patch under pixel (x, y) means to the model: its top words per layer, and the
+    selected token's probability there, layer by layer."""
+    index = _checked_token(state, token_index)
     grid = state.lens.grids[state.lens.main_grid]
     w, h = state.lens.image_size
     if not (0 <= x < w and 0 <= y < h):
@@ -124,7 +124,9 @@ def show_patch(state: Inspection | None, x: float, y: float) -> tuple:
     row = int((y - y0) * grid["rows"] / (y1 - y0))
     col = int((x - x0) * grid["cols"] / (x1 - x0))
     position = next(i for i, p in enumerate(state.lens.patch) if p == [state.lens.main_grid, row, col])
-    return lens_view.position_layers(state.lens, position), f"patch row {row}, col {col} (position {position})"
+    return (lens_view.position_layers(state.lens, position),
+            lens_view.position_trajectory(state.lens, position, state.lens.answer_ids[index]),
+            f"patch row {row}, col {col} (position {position})")
 
 
 def pick_patch(evt: gr.SelectData) -> tuple[float, float]:
@@ -165,7 +167,8 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         attn, roll, share = gr.Plot(label="attention"), gr.Plot(label="rollout"), gr.Plot(label="image share")
     with gr.Row():
         patch_img = gr.Image(label="click a patch", type="filepath", interactive=False, height=260)
-        patch_plot, patch_label = gr.Plot(label="patch, layer by layer"), gr.Markdown()
+        patch_plot, patch_traj = gr.Plot(label="patch, layer by layer"), gr.Plot(label="token at this patch")
+    patch_label = gr.Markdown()
     with gr.Row():
         drift_plot = gr.Plot(label="layer drift")
         detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],
@@ -180,7 +183,7 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
     run.click(lambda path: path, image, patch_img)
     chips.select(pick_token, None, token).then(show_token, [state, token, layer], panels, api_name="show_token")
     layer.release(show_token, [state, token, layer], panels)
-    patch_img.select(pick_patch, None, [px, py]).then(show_patch, [state, px, py], [patch_plot, patch_label],
-                                                      api_name="show_patch")
+    patch_img.select(pick_patch, None, [px, py]).then(
+        show_patch, [state, token, px, py], [patch_plot, patch_traj, patch_label], api_name="show_patch")
     attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
                       api_name="attribute")

@@ -59,6 +59,7 @@ class Generation:
     tokens: list[TokenChoice]
     sequence: list[int]
     strategy: str
+    trace: dict = field(default_factory=dict)
 
     @property
     def text(self) -> str:
@@ -155,18 +156,24 @@ class ModelSession:
             yield states
 
     @contextmanager
-    def eager_attention(self) -> Iterator[None]:
-        """Within the block, holding the session lock, attention runs the eager kernel so its
-        weights exist; the previous implementation is restored after, even on error."""
+    def attention_implementation(self, name: str, text_only: bool = False) -> Iterator[None]:
+        """Within the block, holding the session lock, attention runs ``name`` (e.g. "eager", so
+        its weights exist), in the whole model or only its language model; the previous
+        implementation is restored after, even on error."""
+        config = self.model.config.text_config if text_only else self.model.config
         with self.lock:
-            previous = self.model.config._attn_implementation
-            if previous != "eager":
-                self.model.set_attn_implementation("eager")
+            previous = config._attn_implementation
+            if previous != name:
+                self.model.set_attn_implementation({"text_config": name} if text_only else name)
             try:
                 yield
             finally:
-                if previous != "eager":
-                    self.model.set_attn_implementation(previous)
+                if previous != name:
+                    self.model.set_attn_implementation({"text_config": previous} if text_only else previous)
+
+    def eager_attention(self):
+        """Attention with weights, for this request only (see :meth:`attention_implementation`)."""
+        return self.attention_implementation("eager")
 
     def forward(self, prepared: Prepared, capture: bool = False,
                 extra_ids: list[int] | None = None) -> ForwardResult:
@@ -203,25 +210,35 @@ class ModelSession:
             raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_new_tokens}")
         strategy = strategy or Greedy()
         eos = self._eos_ids()
-        with self.lock, torch.inference_mode(), _oom_guard():
+        inputs = strategy.batch(self, prepared)
+        processors = strategy.processors(self, prepared)
+        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, prepared) as hook_trace:
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
             out = self.model.generate(
-                **prepared.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
-                logits_processor=strategy.processors(self, prepared), return_dict_in_generate=True,
-                output_logits=True, eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id,
-                **_sampling_defaults(strategy))
-        new_ids = out.sequences[0, prepared.inputs["input_ids"].shape[1]:].tolist()
+                **inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                logits_processor=processors, return_dict_in_generate=True, output_logits=True,
+                eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **_sampling_defaults(strategy))
+        new_ids = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
         tokens = [self._choice(tid, logits[0], top_k) for tid, logits in zip(new_ids, out.logits)
                   if tid not in eos]
-        return Generation(prompt=prepared, tokens=tokens, sequence=out.sequences[0].tolist(), strategy=strategy.name)
+        trace = {k: v for p in processors for k, v in getattr(p, "trace", {}).items()} | dict(hook_trace or {})
+        return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
+                          strategy=strategy.name, trace=trace)
 
-    def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers for many (image, prompt) pairs in one left-padded batch (for evaluation)."""
+    def batch_inputs(self, images: list[ImageLike], prompts: list[str]) -> dict:
+        """Model inputs for many (image, prompt) pairs, left-padded into one batch."""
         texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": check_prompt(p)}], p, True)
                  for p in prompts]
         inputs = self.processor(images=[load_image(i) for i in images], text=texts, return_tensors="pt",
                                 padding=True, padding_side="left").to(self.device)
+        if inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return dict(inputs)
+
+    def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers for many (image, prompt) pairs in one left-padded batch (for evaluation)."""
+        inputs = self.batch_inputs(images, prompts)
         with self.lock, torch.inference_mode(), _oom_guard():
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                       eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,

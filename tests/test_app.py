@@ -72,3 +72,33 @@ def test_bad_prompts_get_a_clear_message(client, tmp_path, prompt, needle):
         generate(client, path, prompt)
     highlighted, _, _ = generate(client, path, "how many objects are there ?")
     assert highlighted
+
+
+def test_inspect_then_follow_tokens_layers_and_patches(client, embedded):
+    sample = next(s for s in load_samples() if s.scene.split == "cooccur")
+    out = client.predict(handle_file(str(sample.path)), "describe the image .", 40, sample.scene.to_dict(),
+                         api_name="/inspect")
+    chips = out[1]
+    assert [c["token"] for c in chips] and any(c["class_or_confidence"] is None for c in chips)
+    panels = client.predict(1, 1, api_name="/show_token")
+    assert len(panels) == 7
+    _, _, label = client.predict(1, 20.0, 30.0, api_name="/show_patch")
+    assert "row 3, col 2" in label
+
+
+@pytest.mark.parametrize("args,api,needle", [
+    ((99, 1), "/show_token", "out of range"),
+    ((0, 17), "/show_token", "out of range"),
+    ((0, 500.0, 3.0), "/show_patch", "outside"),
+])
+def test_inspect_bad_selections_get_clear_messages(client, args, api, needle):
+    sample = load_samples()[0]
+    client.predict(handle_file(str(sample.path)), "describe the image .", 20, None, api_name="/inspect")
+    with pytest.raises(Exception, match=needle):
+        client.predict(*args, api_name=api)
+    assert client.predict(0, 1, api_name="/show_token")
+
+
+def test_inspect_needs_an_image(client):
+    with pytest.raises(Exception, match="need an image"):
+        client.predict(None, "how many objects are there ?", 5, None, api_name="/inspect")

@@ -65,3 +65,15 @@ def position_layers(result, position: int) -> go.Figure:
     fig.update_layout(title=f"what position {label} means, layer by layer", yaxis_title="layer", height=320,
                       margin={"l": 40, "r": 10, "t": 40, "b": 30})
     return fig
+
+
+def position_trajectory(result, position: int, token_id: int) -> go.Figure:
+    """One token's lens probability at one position (e.g. a clicked patch), layer by layer."""
+    t = result.target_index(token_id)
+    layers = list(range(result.target_probs.shape[0]))
+    label = position_labels(result.tokens, result.patch)[position]
+    fig = go.Figure(go.Scatter(x=layers, y=result.target_probs[:, position, t], mode="lines+markers"))
+    fig.update_layout(title=f"p('{_word(result, token_id)}') at {label} by layer", xaxis_title="layer",
+                      yaxis_title="probability", yaxis_range=[0, 1], height=300,
+                      margin={"l": 40, "r": 10, "t": 40, "b": 30})
+    return fig

@@ -1,14 +1,14 @@
-"""Decoding strategies: the plug-in point where decoding-time methods change generation.
+"""The strategy interface, and the two plain strategies: greedy and seeded sampling.
 
-A strategy decides how ``ModelSession.generate`` turns the model's next-token logits into
-the next token. Greedy and sampling are strategies; mitigations (contrastive decoding and
-the like) subclass :class:`DecodingStrategy` and return a ``transformers`` logits processor
-from :meth:`DecodingStrategy.processors` that may run extra branches through the session.
-This is stock ``transformers`` generation (a documented extension point), not a patched
-sampler. A strategy with no processors leaves generation exactly as plain ``generate``.
+A strategy may give ``generate`` a batch of input rows (:meth:`DecodingStrategy.batch`;
+row 0 is always the answer being decoded, extra rows are contrast branches that decode in
+the same forward pass with their own KV cache) and logits processors that turn each step's
+scores into the next-token scores (:meth:`DecodingStrategy.processors`). A strategy with
+neither leaves generation exactly as plain ``generate``.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from transformers import LogitsProcessor
@@ -30,9 +30,18 @@ class DecodingStrategy:
         """Extra keyword arguments for ``model.generate``."""
         return {}
 
+    def batch(self, session, prepared) -> dict:
+        """The input rows to decode; row 0 is the answer (greedy: the prepared inputs as they are)."""
+        return prepared.inputs
+
     def processors(self, session, prepared) -> list[LogitsProcessor]:
         """Logits processors that implement the strategy for one request (none for greedy)."""
         return []
+
+    def hooks(self, session, prepared):
+        """A context manager active during generation (e.g. request-scoped hooks); it may yield a
+        dict that is added to the generation's trace. None by default."""
+        return contextlib.nullcontext({})
 
     @property
     def seed(self) -> int | None:
@@ -70,15 +79,3 @@ class Sampling(DecodingStrategy):
 
     def generation_kwargs(self) -> dict:
         return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k or None}
-
-
-STRATEGIES: dict[str, type[DecodingStrategy]] = {"greedy": Greedy, "sampling": Sampling}
-
-
-def strategy_by_name(name: str, **params) -> DecodingStrategy:
-    """A strategy from its registered name and parameters; a clear error for unknown names."""
-    try:
-        cls = STRATEGIES[name]
-    except KeyError:
-        raise InputError(f"unknown decoding method {name!r}; choose one of {', '.join(STRATEGIES)}") from None
-    return cls(**params)

@@ -1,0 +1,91 @@
+"""Shared machinery of contrastive decoding: an expert row, an amateur row, one contrast.
+
+Every step, with expert logits l and amateur logits l' at the last position:
+
+    d = (1 + alpha) * l - alpha * l'                      (Leng et al. 2024, eq. 3)
+    d[v] = -inf  where  p_expert(v) < beta * max p_expert  (adaptive plausibility constraint)
+
+computed on raw logits as the VCD reference code does (log-softmax would shift each row by a
+constant and pick the same tokens). The amateur decodes as a second row of the same batch,
+so both branches run in one forward per step, each with its own KV cache rows; the processor
+returns the contrast for every row, so all rows take the same next token.
+
+alpha = 0 leaves d equal to the expert logits with only implausible tokens masked, which
+never masks the arg-max: greedy contrastive decoding at alpha = 0 is greedy decoding.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor
+
+from studio.decoding.base import DecodingStrategy
+from studio.errors import InputError
+
+MAX_ALPHA = 10.0
+
+
+def contrast(expert: torch.Tensor, amateur: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """Contrastive scores from expert and amateur logits [..., V], with the plausibility mask."""
+    expert, amateur = expert.float(), amateur.float()
+    logp = torch.log_softmax(expert, dim=-1)
+    cutoff = logp.max(dim=-1, keepdim=True).values + (math.log(beta) if beta > 0 else -math.inf)
+    scores = (1 + alpha) * expert - alpha * amateur
+    return scores.masked_fill(logp < cutoff, -math.inf)
+
+
+class ContrastProcessor(LogitsProcessor):
+    """Row 0 is the expert, row 1 the amateur; every row gets the contrast. Keeps a trace of
+    each step's expert, amateur and contrast scores (row 0) for display."""
+
+    def __init__(self, alpha: float, beta: float) -> None:
+        self.alpha, self.beta = alpha, beta
+        self.trace = {"expert": [], "amateur": [], "contrast": []}
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        expert, amateur = scores[0], scores[1]
+        mixed = contrast(expert, amateur, self.alpha, self.beta)
+        self.trace["expert"].append(expert.detach().float().cpu())
+        self.trace["amateur"].append(amateur.detach().float().cpu())
+        self.trace["contrast"].append(mixed.detach().cpu())
+        return mixed.to(scores.dtype).expand_as(scores).clone()
+
+
+@dataclass(frozen=True)
+class ContrastiveStrategy(DecodingStrategy):
+    """Base of contrastive methods: validates alpha/beta and batches expert + amateur rows.
+
+    Subclasses give the amateur row (:meth:`amateur_inputs`) and may add hooks.
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= MAX_ALPHA):
+            raise InputError(f"alpha must be between 0 and {MAX_ALPHA}; got {self.alpha}")
+        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
+            raise InputError(f"beta must be between 0 and 1; got {self.beta}")
+
+    def amateur_inputs(self, session, prepared) -> dict:
+        raise NotImplementedError
+
+    def batch(self, session, prepared) -> dict:
+        return stack_rows(prepared.inputs, self.amateur_inputs(session, prepared))
+
+    def processors(self, session, prepared) -> list[LogitsProcessor]:
+        return [ContrastProcessor(self.alpha, self.beta)]
+
+
+def stack_rows(expert: dict, amateur: dict) -> dict:
+    """Two single-row input dicts with the same token layout as one batch of two.
+
+    Tensors with a batch dimension are concatenated; ``pixel_values`` without one (Qwen2-VL's
+    [patches, features]) concatenate along their first dimension too, with ``image_grid_thw``
+    listing both images, which is how those processors batch images.
+    """
+    if expert["input_ids"].shape != amateur["input_ids"].shape:
+        raise InputError("expert and amateur inputs must have the same token layout to share a batch")
+    return {k: torch.cat([v, amateur[k]], dim=0) if torch.is_tensor(v) else v for k, v in expert.items()}

@@ -1,0 +1,39 @@
+"""ICD: Instruction Contrastive Decoding (Wang et al., "Mitigating Hallucinations in Large
+Vision-Language Models with Instruction Contrastive Decoding", Findings of ACL 2024,
+arXiv 2403.18715).
+
+The amateur sees the same image under a *disturbance instruction* placed before the question
+("You are a confused object detector."), which raises the model's uncertainty in a
+language-driven direction; contrasting against it removes that drift. Combination as in VCD.
+Here it proves the strategy interface on a branch with a different token layout: the two
+rows are left-padded into one batch by the session's processor.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio.decoding import register
+from studio.decoding.contrastive import ContrastiveStrategy
+from studio.errors import InputError
+
+DISTURBANCE = "You are a confused object detector."
+
+
+@register
+@dataclass(frozen=True)
+class ICD(ContrastiveStrategy):
+    """Instruction contrastive decoding with a configurable disturbance instruction."""
+
+    instruction: str = DISTURBANCE
+    name = "icd"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.instruction.strip():
+            raise InputError("the disturbance instruction is empty")
+
+    def batch(self, session, prepared) -> dict:
+        if prepared.image is None:
+            raise InputError("ICD contrasts two prompts about one image: give an image")
+        return session.batch_inputs([prepared.image, prepared.image],
+                                    [prepared.prompt, f"{self.instruction} {prepared.prompt}"])
