@@ -212,7 +212,7 @@ class ModelSession:
         eos = self._eos_ids()
         inputs = strategy.batch(self, prepared)
         processors = strategy.processors(self, prepared)
-        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, prepared) as hook_trace:
+        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, inputs) as hook_trace:
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
             out = self.model.generate(
@@ -236,14 +236,19 @@ class ModelSession:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return dict(inputs)
 
-    def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32) -> list[str]:
-        """Greedy answers for many (image, prompt) pairs in one left-padded batch (for evaluation)."""
-        inputs = self.batch_inputs(images, prompts)
-        with self.lock, torch.inference_mode(), _oom_guard():
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+    def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32,
+                     strategy: DecodingStrategy | None = None) -> list[str]:
+        """Answers for many (image, prompt) pairs decoded together (for evaluation)."""
+        strategy = strategy or Greedy()
+        inputs = strategy.rows(self, images, prompts)
+        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, inputs):
+            if strategy.seed is not None:
+                torch.manual_seed(strategy.seed)
+            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                                      logits_processor=strategy.processors(self, None),
                                       eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,
-                                      **_sampling_defaults(Greedy()))
-        new = out[:, inputs["input_ids"].shape[1]:]
+                                      **_sampling_defaults(strategy))
+        new = out[: len(prompts), inputs["input_ids"].shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
     def _eos_ids(self) -> list[int]:

@@ -31,16 +31,21 @@ class DecodingStrategy:
         return {}
 
     def batch(self, session, prepared) -> dict:
-        """The input rows to decode; row 0 is the answer (greedy: the prepared inputs as they are)."""
+        """The input rows to decode for one request; row 0 is the answer (greedy: the prepared
+        inputs as they are, so greedy generation is exactly plain ``generate``)."""
         return prepared.inputs
+
+    def rows(self, session, images: list, prompts: list[str]) -> dict:
+        """Input rows for many (image, prompt) pairs; the first ``len(prompts)`` rows are the answers."""
+        return session.batch_inputs(images, prompts)
 
     def processors(self, session, prepared) -> list[LogitsProcessor]:
         """Logits processors that implement the strategy for one request (none for greedy)."""
         return []
 
-    def hooks(self, session, prepared):
-        """A context manager active during generation (e.g. request-scoped hooks); it may yield a
-        dict that is added to the generation's trace. None by default."""
+    def hooks(self, session, inputs: dict):
+        """A context manager active while ``inputs`` (the batch rows) are decoded, e.g. request-scoped
+        attention changes; it may yield a dict that is added to the trace. None by default."""
         return contextlib.nullcontext({})
 
     @property

@@ -8,7 +8,8 @@ Every step, with expert logits l and amateur logits l' at the last position:
 computed on raw logits as the VCD reference code does (log-softmax would shift each row by a
 constant and pick the same tokens). The amateur decodes as a second row of the same batch,
 so both branches run in one forward per step, each with its own KV cache rows; the processor
-returns the contrast for every row, so all rows take the same next token.
+returns the contrast for every row, so each amateur row takes its expert's next token. With
+n requests in one batch, rows 0..n-1 are the experts and rows n..2n-1 their amateurs.
 
 alpha = 0 leaves d equal to the expert logits with only implausible tokens masked, which
 never masks the arg-max: greedy contrastive decoding at alpha = 0 is greedy decoding.
@@ -37,20 +38,21 @@ def contrast(expert: torch.Tensor, amateur: torch.Tensor, alpha: float, beta: fl
 
 
 class ContrastProcessor(LogitsProcessor):
-    """Row 0 is the expert, row 1 the amateur; every row gets the contrast. Keeps a trace of
-    each step's expert, amateur and contrast scores (row 0) for display."""
+    """The first half of the rows are experts, the second half their amateurs; both halves get
+    the contrast. Keeps a trace of each step's expert, amateur and contrast scores of row 0."""
 
     def __init__(self, alpha: float, beta: float) -> None:
         self.alpha, self.beta = alpha, beta
         self.trace = {"expert": [], "amateur": [], "contrast": []}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        expert, amateur = scores[0], scores[1]
+        n = scores.shape[0] // 2
+        expert, amateur = scores[:n], scores[n:]
         mixed = contrast(expert, amateur, self.alpha, self.beta)
-        self.trace["expert"].append(expert.detach().float().cpu())
-        self.trace["amateur"].append(amateur.detach().float().cpu())
-        self.trace["contrast"].append(mixed.detach().cpu())
-        return mixed.to(scores.dtype).expand_as(scores).clone()
+        self.trace["expert"].append(expert[0].detach().float().cpu())
+        self.trace["amateur"].append(amateur[0].detach().float().cpu())
+        self.trace["contrast"].append(mixed[0].detach().cpu())
+        return torch.cat([mixed, mixed]).to(scores.dtype)
 
 
 @dataclass(frozen=True)
@@ -69,18 +71,24 @@ class ContrastiveStrategy(DecodingStrategy):
         if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
             raise InputError(f"beta must be between 0 and 1; got {self.beta}")
 
-    def amateur_inputs(self, session, prepared) -> dict:
+    def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
+        """Amateur rows for expert rows ``experts`` (same layout unless :meth:`rows` is overridden)."""
         raise NotImplementedError
 
     def batch(self, session, prepared) -> dict:
-        return stack_rows(prepared.inputs, self.amateur_inputs(session, prepared))
+        images, prompts = [prepared.image], [prepared.prompt]
+        return stack_rows(prepared.inputs, self.amateurs(session, prepared.inputs, images, prompts))
+
+    def rows(self, session, images: list, prompts: list[str]) -> dict:
+        experts = session.batch_inputs(images, prompts)
+        return stack_rows(experts, self.amateurs(session, experts, images, prompts))
 
     def processors(self, session, prepared) -> list[LogitsProcessor]:
         return [ContrastProcessor(self.alpha, self.beta)]
 
 
 def stack_rows(expert: dict, amateur: dict) -> dict:
-    """Two single-row input dicts with the same token layout as one batch of two.
+    """Expert rows then amateur rows (same token layout) as one batch.
 
     Tensors with a batch dimension are concatenated; ``pixel_values`` without one (Qwen2-VL's
     [patches, features]) concatenate along their first dimension too, with ``image_grid_thw``

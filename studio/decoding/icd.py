@@ -35,5 +35,8 @@ class ICD(ContrastiveStrategy):
     def batch(self, session, prepared) -> dict:
         if prepared.image is None:
             raise InputError("ICD contrasts two prompts about one image: give an image")
-        return session.batch_inputs([prepared.image, prepared.image],
-                                    [prepared.prompt, f"{self.instruction} {prepared.prompt}"])
+        return self.rows(session, [prepared.image], [prepared.prompt])
+
+    def rows(self, session, images: list, prompts: list[str]) -> dict:
+        disturbed = [f"{self.instruction} {p}" for p in prompts]
+        return session.batch_inputs(images + images, prompts + disturbed)

@@ -30,16 +30,16 @@ from transformers import AttentionInterface
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from studio.decoding import register
-from studio.decoding.contrastive import ContrastiveStrategy, stack_rows
+from studio.decoding.contrastive import ContrastiveStrategy
 from studio.errors import InputError
 
 ATTENTION_NAME = "studio_ct2s"
-AMATEUR_ROW = 1
 
 
 @dataclass
 class CT2SState:
-    """One request's selection: the image key positions, the layer, the ratio, and each step's kept set."""
+    """One request's selection. ``image_positions`` [n, P]: each amateur row's vision key
+    positions (rows n..2n-1 of the batch); ``dropped`` [n, P - keep] after each selection."""
 
     image_positions: torch.Tensor
     layer: int
@@ -47,32 +47,44 @@ class CT2SState:
     dropped: torch.Tensor | None = None
     kept_per_step: list = field(default_factory=list)
 
+    @property
+    def n(self) -> int:
+        return self.image_positions.shape[0]
+
 
 _STATE: contextvars.ContextVar[CT2SState | None] = contextvars.ContextVar("studio_ct2s", default=None)
 
 
 def _select(state: CT2SState, weights: torch.Tensor) -> None:
-    importance = weights[AMATEUR_ROW, :, -1, state.image_positions].float().mean(0)
-    keep = max(1, math.ceil(state.keep_ratio * len(state.image_positions)))
-    order = importance.argsort()
-    state.dropped = state.image_positions[order[keep:]]
-    state.kept_per_step.append(state.image_positions[order[:keep]].tolist())
+    """Keep each amateur row's least-attended vision tokens (attention of the last position)."""
+    last = weights[state.n:, :, -1].float().mean(1)
+    importance = last.gather(1, state.image_positions.to(last.device))
+    keep = max(1, math.ceil(state.keep_ratio * state.image_positions.shape[1]))
+    order = importance.argsort(dim=1).cpu()
+    ranked = state.image_positions.gather(1, order)
+    state.dropped = ranked[:, keep:]
+    state.kept_per_step.append(ranked[0, :keep].tolist())
+
+
+def _mask_dropped(state: CT2SState, query, key, attention_mask):
+    q_len, k_len = query.shape[2], key.shape[2]
+    base = attention_mask[..., :k_len] if attention_mask is not None else \
+        torch.zeros(key.shape[0], 1, q_len, k_len, dtype=query.dtype, device=query.device)
+    mask = base.expand(key.shape[0], base.shape[1], q_len, k_len).clone()
+    for i, dropped in enumerate(state.dropped):
+        mask[state.n + i, :, :, dropped] = torch.finfo(mask.dtype).min
+    return mask
 
 
 def ct2s_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Eager attention; for the amateur row, CT2S selection and masking when a request asks."""
+    """Eager attention; for the amateur rows, CT2S selection and masking when a request asks."""
     state = _STATE.get()
     layer = getattr(module, "layer_idx", None)
-    if state is not None and layer is not None and layer >= state.layer and state.dropped is not None \
-            and len(state.dropped) and key.shape[0] > AMATEUR_ROW:
-        q_len, k_len = query.shape[2], key.shape[2]
-        base = attention_mask[..., :k_len] if attention_mask is not None else \
-            torch.zeros(key.shape[0], 1, q_len, k_len, dtype=query.dtype, device=query.device)
-        mask = base.expand(key.shape[0], 1, q_len, k_len).clone()
-        mask[AMATEUR_ROW, :, :, state.dropped] = torch.finfo(mask.dtype).min
-        attention_mask = mask
+    active = state is not None and layer is not None and key.shape[0] == 2 * state.n
+    if active and layer >= state.layer and state.dropped is not None and state.dropped.shape[1]:
+        attention_mask = _mask_dropped(state, query, key, attention_mask)
     output, weights = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-    if state is not None and layer == state.layer - 1 and key.shape[0] > AMATEUR_ROW:
+    if active and layer == state.layer - 1:
         _select(state, weights)
     return output, weights
 
@@ -96,23 +108,23 @@ class SID(ContrastiveStrategy):
         if not (isinstance(self.layer, int) and self.layer >= 1):
             raise InputError(f"layer must be an integer >= 1; got {self.layer}")
 
-    def amateur_inputs(self, session, prepared) -> dict:
-        return prepared.inputs
-
-    def batch(self, session, prepared) -> dict:
+    def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
         if self.layer >= session.n_layers:
             raise InputError(f"layer {self.layer} is beyond the model's depth: choose 1..{session.n_layers - 1}")
-        if not prepared.token_map.image_positions:
+        if not (experts["input_ids"] == session.adapter.image_token_id()).any():
             raise InputError("SID selects vision tokens: give an image")
-        return stack_rows(prepared.inputs, prepared.inputs)
+        return experts
 
     @contextlib.contextmanager
-    def hooks(self, session, prepared):
-        """CT2S attention for this request: eager attention with the amateur row's selection."""
-        state = CT2SState(torch.tensor(prepared.token_map.image_positions), self.layer, self.keep_ratio)
+    def hooks(self, session, inputs: dict):
+        """CT2S attention for this batch: eager attention with the amateur rows' selection."""
+        ids = inputs["input_ids"]
+        n = ids.shape[0] // 2
+        positions = torch.stack([(row == session.adapter.image_token_id()).nonzero().flatten() for row in ids[n:]])
+        state = CT2SState(positions.cpu(), self.layer, self.keep_ratio)
         reset = _STATE.set(state)
         try:
             with session.attention_implementation(ATTENTION_NAME, text_only=True):
-                yield {"kept": state.kept_per_step, "image_positions": prepared.token_map.image_positions}
+                yield {"kept": state.kept_per_step, "image_positions": positions[0].tolist()}
         finally:
             _STATE.reset(reset)

@@ -50,8 +50,7 @@ class VCD(ContrastiveStrategy):
         if not (isinstance(self.noise_step, int) and 0 <= self.noise_step < NOISE_STEPS):
             raise InputError(f"noise_step must be an integer from 0 to {NOISE_STEPS - 1}; got {self.noise_step}")
 
-    def amateur_inputs(self, session, prepared) -> dict:
-        if "pixel_values" not in prepared.inputs:
+    def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
+        if "pixel_values" not in experts:
             raise InputError("VCD contrasts against a noised image: give an image")
-        return {**prepared.inputs, "pixel_values": diffuse(prepared.inputs["pixel_values"], self.noise_step,
-                                                           self.noise_seed)}
+        return {**experts, "pixel_values": diffuse(experts["pixel_values"], self.noise_step, self.noise_seed)}
