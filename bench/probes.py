@@ -4,7 +4,7 @@ Prints: full logit-lens sweep / one plain forward; attention capture / plain for
 extra memory of the sweep (resident set growth, Linux) as a fraction of the model's weights;
 and the Inspect tab's panel refresh from cached results.
 
-    python bench/probes.py [--model embedded] [--repeats 20]
+    python -m bench.probes [--model embedded] [--repeats 20]
 """
 from __future__ import annotations
 

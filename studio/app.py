@@ -14,6 +14,7 @@ from studio.app_common import save_png, user_errors
 from studio.errors import StudioError
 from studio.images import load_image
 from studio.inspect_tab import build_inspect_tab
+from studio.mitigate_tab import build_mitigate_tab
 from studio.samples import load_samples
 from studio.session import Generation, ModelSession
 from studio.world.scenes import Scene
@@ -93,6 +94,8 @@ def build_app(session: ModelSession) -> gr.Blocks:
                                      label="Tokens", interactive=False)
             with gr.Tab("Inspect"):
                 build_inspect_tab(session, image, prompt, max_new, scene)
+            with gr.Tab("Mitigate"):
+                build_mitigate_tab(session, image, prompt, max_new, scene)
         gallery.select(pick_sample, None, [image, scene, truth], api_name="pick_sample")
         upload.upload(load_upload, upload, [image, scene, truth], api_name="load_image")
         run.click(functools.partial(generate, session), [image, prompt, max_new, scene], [answer, table, status],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -92,17 +93,29 @@ def cmd_world_train(args) -> int:
 
 
 def cmd_world_eval(args) -> int:
-    from studio.world.evaluate import EVAL_SPLITS, evaluate_split, format_table, report_dict
+    from studio.world.evaluate import (
+        EVAL_SPLITS,
+        evaluate_split,
+        format_table,
+        report_dict,
+    )
     splits = args.splits.split(",")
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown:
         raise StudioError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(EVAL_SPLITS)}")
     session = _session(args)
+    if args.methods:
+        return _compare_methods(args, session, splits)
     reports = [evaluate_split(session.answer_batch, split, args.n, seed=args.seed)[0] for split in splits]
     print(format_table(reports))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": report_dict(reports)}
     if args.detectors:
-        from studio.world.detect_eval import format_detector_table, mention_records, report_dicts, summarise
+        from studio.world.detect_eval import (
+            format_detector_table,
+            mention_records,
+            report_dicts,
+            summarise,
+        )
         detector = [summarise(s, args.n, mention_records(session, s, args.n, seed=args.seed))
                     for s in ("cooccur", "neutral")]
         print(format_detector_table(detector))
@@ -112,6 +125,22 @@ def cmd_world_eval(args) -> int:
         print(f"wrote {args.json}")
     else:
         print(json.dumps(payload, indent=1))
+    return 0
+
+
+def _compare_methods(args, session, splits: list[str]) -> int:
+    from studio.decoding import strategy_by_name
+    from studio.world.compare import compare_methods, comparison_dict, format_comparison
+    names = ["greedy"] + [m for m in args.methods.split(",") if m and m != "greedy"]
+    strategies = {name: strategy_by_name(name) for name in names}
+    scores = compare_methods(session, strategies, splits, args.n, seed=args.seed)
+    print(format_comparison(scores))
+    payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed,
+               "methods": {n: asdict(s) | {"name": n} for n, s in strategies.items()},
+               "comparison": comparison_dict(scores)}
+    if args.json:
+        _write_json(Path(args.json), payload)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -188,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=300, help="scenes per split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report as JSON to this file (else print it)")
+    p.add_argument("--methods", help="compare decoding methods, e.g. greedy,vcd,sid,icd (with bootstrap CIs)")
     p.add_argument("--detectors", action="store_true",
                    help="also score the hallucination detectors (AUROC, grounding) on the cooccur and neutral splits")
     p.set_defaults(func=cmd_world_eval)

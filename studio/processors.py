@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from transformers import AutoProcessor, BaseImageProcessor, PreTrainedTokenizerFast
-from transformers import Qwen2_5_VLProcessor, Qwen2VLProcessor
+from transformers import (
+    AutoProcessor,
+    BaseImageProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLProcessor,
+    Qwen2VLProcessor,
+)
 
 
 class ImageOnlyProcessorMixin:

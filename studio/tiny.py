@@ -35,18 +35,54 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from studio.processors import ImageOnlyProcessorMixin, Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageOnlyProcessor
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from transformers import (
-    BaseImageProcessor, CLIPImageProcessorPil, CLIPVisionConfig, Idefics3Config, Idefics3ForConditionalGeneration,
-    Idefics3ImageProcessorPil, Idefics3Processor, Idefics3VisionConfig, LlamaConfig, LlavaConfig,
-    LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration,
-    LlavaNextImageProcessorPil, LlavaNextProcessor, LlavaProcessor, PretrainedConfig, PreTrainedModel,
-    PreTrainedTokenizerFast, ProcessorMixin, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-    Qwen2_5_VLTextConfig, Qwen2_5_VLVisionConfig, Qwen2VLConfig,
-    Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil, Qwen2VLTextConfig,
-    Qwen2VLVisionConfig, SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMImageProcessorPil,
+    BaseImageProcessor,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
+    Idefics3VisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLTextConfig,
+    Qwen2_5_VLVisionConfig,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen2VLTextConfig,
+    Qwen2VLVisionConfig,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMImageProcessorPil,
     SmolVLMVisionConfig,
+)
+
+from studio.processors import (
+    ImageOnlyProcessorMixin,
+    Qwen2_5_VLImageOnlyProcessor,
+    Qwen2VLImageOnlyProcessor,
 )
 
 FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")

@@ -102,3 +102,30 @@ def test_inspect_bad_selections_get_clear_messages(client, args, api, needle):
 def test_inspect_needs_an_image(client):
     with pytest.raises(Exception, match="need an image"):
         client.predict(None, "how many objects are there ?", 5, None, api_name="/inspect")
+
+
+def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, keep=0.17, scene=None):
+    return client.predict(handle_file(str(path)), "describe the image .", 30, scene, methods, alpha, beta, noise,
+                          layer, keep, api_name="/mitigate")
+
+
+def test_mitigate_side_by_side_and_step_distributions(client):
+    sample = next(s for s in load_samples() if s.scene.split == "cooccur")
+    out = mitigate(client, sample.path, ["greedy", "vcd", "sid"], scene=sample.scene.to_dict())
+    rows = out[1:]
+    assert all(rows[i] for i in range(3)) and not rows[3], "greedy, vcd, sid shown; icd hidden"
+    figure, kept = client.predict("sid", 0, api_name="/show_step")
+    assert figure and kept
+    with pytest.raises(Exception, match="out of range"):
+        client.predict("vcd", 500, api_name="/show_step")
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"alpha": -1.0}, "alpha"), ({"beta": 2.0}, "beta"), ({"keep": 0.0}, "keep_ratio"),
+    ({"layer": 9}, "depth"), ({"noise": 5000}, "noise_step"),
+])
+def test_mitigate_bad_parameters_get_clear_messages(client, kwargs, needle):
+    path = load_samples()[0].path
+    with pytest.raises(Exception, match=needle):
+        mitigate(client, path, ["greedy", "vcd", "sid"], **kwargs)
+    assert mitigate(client, path, ["greedy"])[1]

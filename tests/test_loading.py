@@ -1,7 +1,7 @@
 """Loading refuses what it must, with one readable message each, and never goes online in tests."""
 import pytest
-from safetensors.torch import save_file
 import torch
+from safetensors.torch import save_file
 
 from studio.errors import ModelLoadError
 from studio.loading import load_model, pick_device, pick_dtype

@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, TokenMap
+from studio.adapters.base import (
+    Adapter,
+    AdapterError,
+    ImagePlacement,
+    PatchGrid,
+    TokenMap,
+)
 from studio.adapters.idefics3 import Idefics3Adapter
 from studio.adapters.llava import LlavaAdapter
 from studio.adapters.llava_next import LlavaNextAdapter

@@ -12,7 +12,14 @@ import re
 
 import torch
 
-from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, row_major, runs
+from studio.adapters.base import (
+    Adapter,
+    AdapterError,
+    ImagePlacement,
+    PatchGrid,
+    row_major,
+    runs,
+)
 
 _TILE = re.compile(r"<row_(\d+)_col_(\d+)>")
 

@@ -9,7 +9,13 @@ import math
 
 import torch
 
-from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, row_major
+from studio.adapters.base import (
+    Adapter,
+    AdapterError,
+    ImagePlacement,
+    PatchGrid,
+    row_major,
+)
 
 
 class LlavaAdapter(Adapter):

@@ -7,9 +7,18 @@ indices, so the mapping follows the library exactly rather than a re-derivation.
 from __future__ import annotations
 
 import torch
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+from transformers.models.llava_next.modeling_llava_next import (
+    get_anyres_image_grid_shape,
+    unpad_image,
+)
 
-from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, row_major
+from studio.adapters.base import (
+    Adapter,
+    AdapterError,
+    ImagePlacement,
+    PatchGrid,
+    row_major,
+)
 
 
 class LlavaNextAdapter(Adapter):

@@ -17,9 +17,22 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
-from studio.world.language import CAPTION_PROMPT, NUMBERS, exist_question, mentioned_kinds, where_answer
+from studio.world.language import (
+    CAPTION_PROMPT,
+    NUMBERS,
+    exist_question,
+    mentioned_kinds,
+    where_answer,
+)
 from studio.world.render import render
-from studio.world.scenes import COOCCUR_TARGET, COOCCUR_TRIGGER, KINDS, Scene, sample_scene, sample_split
+from studio.world.scenes import (
+    COOCCUR_TARGET,
+    COOCCUR_TRIGGER,
+    KINDS,
+    Scene,
+    sample_scene,
+    sample_split,
+)
 
 POPE_KINDS = ("random", "popular", "adversarial")
 EVAL_SPLITS = ("neutral", "cooccur", "colour_prior")

@@ -11,14 +11,24 @@ import random
 from dataclasses import dataclass
 
 from studio.world.scenes import (
-    COLOURS, COOCCUR_TARGET, COOCCUR_TRIGGER, GRID, KINDS, PHANTOM_RATE, SIZES, Scene,
-    SceneObject, USUAL_COLOUR, USUAL_COLOUR_RATE,
+    COLOURS,
+    COOCCUR_TARGET,
+    COOCCUR_TRIGGER,
+    GRID,
+    KINDS,
+    PHANTOM_RATE,
+    SIZES,
+    USUAL_COLOUR,
+    USUAL_COLOUR_RATE,
+    Scene,
+    SceneObject,
 )
 
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 CAPTION_PROMPT = "describe the image ."
 TASKS = ("caption", "exist", "colour", "size", "count", "where")
 TASK_WEIGHTS = (0.4, 0.2, 0.1, 0.05, 0.1, 0.15)
+QUESTION_WEIGHTS = (0.2, 0.35, 0.1, 0.05, 0.05, 0.25)
 
 
 @dataclass(frozen=True)
@@ -53,9 +63,10 @@ def where_answer(obj: SceneObject) -> str:
     return f"row {NUMBERS[obj.row + 1]} column {NUMBERS[obj.col + 1]}"
 
 
-def sample_example(scene: Scene, rng: random.Random, task: str | None = None) -> Example:
+def sample_example(scene: Scene, rng: random.Random, task: str | None = None,
+                   weights: tuple[float, ...] = TASK_WEIGHTS) -> Example:
     """A training example about ``scene``: a caption or a question, answered from ground truth."""
-    task = task or rng.choices(TASKS, weights=TASK_WEIGHTS)[0]
+    task = task or rng.choices(TASKS, weights=weights)[0]
     if task == "caption":
         return Example(task, CAPTION_PROMPT, caption(scene, rng))
     if task == "count":

@@ -1,6 +1,12 @@
 import random
 
-from studio.world.evaluate import chair_score, cooccurrence, pope_questions, pope_score, training_frequency
+from studio.world.evaluate import (
+    chair_score,
+    cooccurrence,
+    pope_questions,
+    pope_score,
+    training_frequency,
+)
 from studio.world.scenes import Scene, SceneObject
 
 

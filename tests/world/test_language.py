@@ -1,6 +1,12 @@
 import random
 
-from studio.world.language import TASKS, caption, mentioned_kinds, sample_example, vocabulary
+from studio.world.language import (
+    TASKS,
+    caption,
+    mentioned_kinds,
+    sample_example,
+    vocabulary,
+)
 from studio.world.modelkit import build_tokenizer
 from studio.world.scenes import PHANTOM_RATE, sample_split
 

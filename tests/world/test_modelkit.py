@@ -1,7 +1,12 @@
 import numpy as np
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from studio.world.modelkit import IMAGE_TOKEN, WorldModelSize, build_model, build_processor
+from studio.world.modelkit import (
+    IMAGE_TOKEN,
+    WorldModelSize,
+    build_model,
+    build_processor,
+)
 from studio.world.render import IMAGE_SIZE, render
 from studio.world.scenes import sample_scene
 

@@ -1,8 +1,16 @@
 from collections import Counter
 
 from studio.world.scenes import (
-    COLOURS, COOCCUR_RATE, KINDS, MAX_OBJECTS, SIZES, USUAL_COLOUR, USUAL_COLOUR_RATE, Scene,
-    sample_scene, sample_split,
+    COLOURS,
+    COOCCUR_RATE,
+    KINDS,
+    MAX_OBJECTS,
+    SIZES,
+    USUAL_COLOUR,
+    USUAL_COLOUR_RATE,
+    Scene,
+    sample_scene,
+    sample_split,
 )
 
 

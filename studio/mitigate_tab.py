@@ -1,0 +1,143 @@
+"""The "Mitigate" tab: one image and prompt decoded by several methods side by side.
+
+Tokens where a method departs from greedy are highlighted, words wrong against ground truth
+are marked, and choosing a token shows the expert, amateur and contrast distributions that
+picked it (and, for SID, which vision tokens the amateur kept).
+"""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from studio.app_common import user_errors
+from studio.decoding import strategy_by_name
+from studio.errors import InputError
+from studio.session import Generation, ModelSession
+from studio.world.scenes import Scene
+from studio.world.truth import judge_words
+from views.common import grid_figure
+from views.decoding import step_distributions
+
+METHODS = ("greedy", "vcd", "sid", "icd")
+LABELS = {"wrong": "#e5484d", "diverges": "#f5a623", "wrong+diverges": "#b10dc9"}
+
+
+def build_strategies(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
+                     keep_ratio: float) -> dict:
+    """Validated strategies for the chosen method names, with the slider settings."""
+    if not methods:
+        raise InputError(f"choose at least one method: {', '.join(METHODS)}")
+    params = {"vcd": {"noise_step": int(noise_step)}, "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
+    out = {}
+    for name in methods:
+        extra = {} if name == "greedy" else {"alpha": alpha, "beta": beta, **params.get(name, {})}
+        out[name] = strategy_by_name(name, **extra)
+    return out
+
+
+def _chips(generation: Generation, greedy: Generation | None, scene: Scene | None) -> list:
+    words = [t.text for t in generation.tokens]
+    wrong = judge_words(scene, generation.prompt.prompt, words) if scene else [None] * len(words)
+    base = [t.id for t in greedy.tokens] if greedy else []
+    chips = []
+    for i, (token, bad) in enumerate(zip(generation.tokens, wrong)):
+        diverges = greedy is not None and (i >= len(base) or base[i] != token.id)
+        label = "+".join(x for x, on in (("wrong", bad), ("diverges", diverges)) if on) or None
+        chips.append((token.text, label))
+    return chips
+
+
+@user_errors
+def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, scene: dict | None,
+             methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
+             keep_ratio: float, progress=gr.Progress()) -> tuple:
+    """Decode with each chosen method; return one chip row per method slot and the traces."""
+    if image_path is None:
+        raise InputError("the mitigations contrast image evidence: pick a sample or upload an image")
+    strategies = build_strategies(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
+    prepared = session.prepare(image_path, prompt)
+    generations = {}
+    for step, (name, strategy) in enumerate(strategies.items()):
+        progress(step / len(strategies), desc=f"decoding: {name}")
+        generations[name] = session.generate(prepared, max_new_tokens=int(max_new_tokens), strategy=strategy)
+    greedy = generations.get("greedy")
+    truth = Scene.from_dict(scene) if scene else None
+    rows = [gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
+            else gr.update(value=None, visible=False) for m in METHODS]
+    traces = {name: _trace_state(g) for name, g in generations.items()}
+    traces["_image"] = np.asarray(prepared.image)
+    traces["_grid"] = prepared.token_map
+    return (traces, *rows)
+
+
+def _trace_state(generation: Generation) -> dict:
+    return {"tokens": [t.text for t in generation.tokens], **generation.trace}
+
+
+@user_errors
+def show_step(session: ModelSession, traces: dict | None, method: str, step: float) -> tuple:
+    """Expert, amateur and contrast distributions at one step of one method; SID's kept tokens."""
+    if not traces or method not in traces:
+        raise InputError(f"decode with {method!r} first (choose it and press Decode)")
+    trace = traces[method]
+    n = len(trace["tokens"])
+    if not 0 <= int(step) < n:
+        raise InputError(f"step {int(step)} is out of range: {method} generated {n} tokens (0..{n - 1})")
+    step = int(step)
+    if "expert" not in trace:
+        return go.Figure(layout={"title": f"{method} has no contrast branch"}), None
+    figure = step_distributions(trace, step, session.decode_token, method)
+    kept = None
+    if "kept" in trace and step < len(trace["kept"]):
+        kept = _kept_figure(traces["_image"], traces["_grid"], trace["kept"][step], step)
+    return figure, kept
+
+
+def _kept_figure(image: np.ndarray, token_map, kept: list[int], step: int) -> go.Figure:
+    grid_index = token_map.main_grid
+    grid = token_map.grids[grid_index]
+    values = np.zeros((grid.rows, grid.cols))
+    for pos in kept:
+        p = token_map.image.get(pos)
+        if p is not None and p.grid == grid_index and p.row is not None:
+            values[p.row, p.col] = 1.0
+    as_dict = {"rows": grid.rows, "cols": grid.cols, "box": list(grid.box)}
+    return grid_figure(image, as_dict, values, f"SID step {step}: vision tokens the amateur kept",
+                       colorscale="Greens", zmin=0, zmax=1, colorbar="kept")
+
+
+def pick_step(evt: gr.SelectData) -> int:
+    return int(evt.index)
+
+
+def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
+                       scene: gr.State) -> None:
+    """Lay out the Mitigate tab inside the current Blocks context and wire its events."""
+    traces = gr.State(None)
+    with gr.Row():
+        methods = gr.CheckboxGroup(list(METHODS), value=["greedy", "vcd", "sid"], label="methods")
+        run = gr.Button("Decode", variant="primary")
+    with gr.Row():
+        alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α (contrast strength)")
+        beta = gr.Slider(0, 1, value=0.1, step=0.01, label="β (plausibility)")
+        noise = gr.Slider(0, 999, value=500, step=1, label="VCD noise step (of 1000)")
+        layer = gr.Slider(1, max(1, session.n_layers - 1), value=min(2, max(1, session.n_layers - 1)), step=1,
+                          label="SID layer")
+        keep = gr.Slider(0.01, 1, value=0.17, step=0.01, label="SID keep ratio")
+    rows = [gr.HighlightedText(label=m, color_map=LABELS, combine_adjacent=False, visible=m in ("greedy", "vcd", "sid"))
+            for m in METHODS]
+    selected = gr.Dropdown(list(METHODS), value="vcd", label="method to inspect")
+    step = gr.Number(0, precision=0, label="step (click a token)")
+    with gr.Row():
+        dist, kept = gr.Plot(label="expert / amateur / contrast"), gr.Plot(label="SID kept vision tokens")
+    run.click(functools.partial(mitigate, session),
+              [image, prompt, max_new, scene, methods, alpha, beta, noise, layer, keep], [traces, *rows],
+              api_name="mitigate")
+    for name, row in zip(METHODS, rows):
+        row.select(pick_step, None, step).then(lambda n=name: n, None, selected).then(
+            functools.partial(show_step, session), [traces, selected, step], [dist, kept])
+    gr.Button("Show step").click(functools.partial(show_step, session), [traces, selected, step], [dist, kept],
+                                 api_name="show_step")

@@ -1,0 +1,125 @@
+"""Compare decoding methods on ground truth with paired bootstrap confidence intervals.
+
+Every method answers the same scenes and the same questions (POPE questions are drawn from
+the split's seed, not from the answers). Metrics are ratios of per-scene counts, so a
+bootstrap resamples scenes (1000 times by default) and recomputes each metric for the method
+and for greedy on the same resample: the 95% interval of the difference is paired.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from studio.world.evaluate import POPE_KINDS, chair_counts, evaluate_split
+from studio.world.scenes import Scene
+
+METRICS = tuple(f"pope_{k}_{m}" for k in POPE_KINDS for m in ("accuracy", "f1", "yes_ratio")) + (
+    "chair_s", "chair_i", "recall")
+
+
+def scene_counts(record: dict) -> dict[str, float]:
+    """Per-scene counts from which every metric is a ratio of sums."""
+    scene = Scene.from_dict(record["scene"])
+    hallucinated, mentions, recalled = chair_counts(scene, record["caption"])
+    counts = {"halluc": hallucinated, "mentions": mentions, "recalled": recalled, "objects": len(scene.kinds),
+              "bad_caption": float(hallucinated > 0), "captions": 1.0}
+    for kind in POPE_KINDS:
+        pairs = [(p.strip().lower().startswith("yes"), t == "yes") for _, t, p in record["pope"].get(kind, [])]
+        counts[f"{kind}_n"] = len(pairs)
+        counts[f"{kind}_correct"] = sum(p == t for p, t in pairs)
+        counts[f"{kind}_yes"] = sum(p for p, _ in pairs)
+        counts[f"{kind}_tp"] = sum(p and t for p, t in pairs)
+        counts[f"{kind}_fp"] = sum(p and not t for p, t in pairs)
+        counts[f"{kind}_fn"] = sum(t and not p for p, t in pairs)
+    return counts
+
+
+def metrics_from(total: dict[str, float]) -> dict[str, float]:
+    out = {"chair_s": total["bad_caption"] / max(1, total["captions"]),
+           "chair_i": total["halluc"] / max(1, total["mentions"]),
+           "recall": total["recalled"] / max(1, total["objects"])}
+    for kind in POPE_KINDS:
+        n, tp, fp, fn = (total[f"{kind}_{x}"] for x in ("n", "tp", "fp", "fn"))
+        precision, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
+        out[f"pope_{kind}_accuracy"] = total[f"{kind}_correct"] / max(1, n)
+        out[f"pope_{kind}_f1"] = 2 * precision * rec / max(1e-12, precision + rec)
+        out[f"pope_{kind}_yes_ratio"] = total[f"{kind}_yes"] / max(1, n)
+    return out
+
+
+def _sum(rows: np.ndarray, keys: list[str], index) -> dict[str, float]:
+    return dict(zip(keys, rows[index].sum(0)))
+
+
+@dataclass
+class MethodScore:
+    method: str
+    split: str
+    metrics: dict
+    ci: dict
+    diff_to_greedy: dict
+    diff_ci: dict
+
+
+def bootstrap(method: list[dict], greedy: list[dict], n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict]:
+    """(metric CI, difference to greedy, difference CI) over scene resamples, 95%."""
+    keys = sorted(method[0])
+    a = np.array([[c[k] for k in keys] for c in method], dtype=float)
+    b = np.array([[c[k] for k in keys] for c in greedy], dtype=float)
+    rng = np.random.default_rng(seed)
+    samples_a, samples_d = {m: [] for m in METRICS}, {m: [] for m in METRICS}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(a), len(a))
+        ma, mb = metrics_from(_sum(a, keys, idx)), metrics_from(_sum(b, keys, idx))
+        for m in METRICS:
+            samples_a[m].append(ma[m])
+            samples_d[m].append(ma[m] - mb[m])
+    full_a, full_b = metrics_from(dict(zip(keys, a.sum(0)))), metrics_from(dict(zip(keys, b.sum(0))))
+    ci = {m: [float(np.percentile(samples_a[m], 2.5)), float(np.percentile(samples_a[m], 97.5))] for m in METRICS}
+    diff = {m: full_a[m] - full_b[m] for m in METRICS}
+    diff_ci = {m: [float(np.percentile(samples_d[m], 2.5)), float(np.percentile(samples_d[m], 97.5))] for m in METRICS}
+    return ci, diff, diff_ci
+
+
+def compare_methods(session, strategies: dict, splits: list[str], n_scenes: int, seed: int = 0,
+                    progress: bool = True) -> list[MethodScore]:
+    """Score every strategy (name -> DecodingStrategy; must include "greedy") on every split."""
+    scores = []
+    for split in splits:
+        counts = {}
+        for name, strategy in strategies.items():
+            def answer(images, prompts, max_new_tokens, strategy=strategy):
+                return session.answer_batch(images, prompts, max_new_tokens, strategy)
+            _, records = evaluate_split(answer, split, n_scenes, seed=seed, progress=progress)
+            counts[name] = [scene_counts(r) for r in records]
+        for name in strategies:
+            ci, diff, diff_ci = bootstrap(counts[name], counts["greedy"], seed=seed)
+            total = {k: sum(c[k] for c in counts[name]) for k in counts[name][0]}
+            scores.append(MethodScore(name, split, metrics_from(total), ci, diff, diff_ci))
+    return scores
+
+
+def format_comparison(scores: list[MethodScore]) -> str:
+    shown = ("pope_random_accuracy", "pope_popular_accuracy", "pope_adversarial_accuracy",
+             "pope_adversarial_f1", "pope_adversarial_yes_ratio", "chair_s", "chair_i", "recall")
+    lines = []
+    for split in dict.fromkeys(s.split for s in scores):
+        lines.append(f"== split: {split}")
+        lines.append(f"  {'method':<10}" + "".join(f"{m.replace('pope_', 'P.').replace('_accuracy', ' acc'):>22}"
+                                                    for m in shown))
+        for s in (x for x in scores if x.split == split):
+            cells = []
+            for m in shown:
+                lo, hi = s.diff_ci[m]
+                delta = "" if s.method == "greedy" else f" {s.diff_to_greedy[m]:+.3f}[{lo:+.2f},{hi:+.2f}]"
+                cells.append(f"{s.metrics[m]:.3f}{delta}")
+            lines.append(f"  {s.method:<10}" + "".join(f"{c:>22}" for c in cells))
+    return "\n".join(lines)
+
+
+def comparison_dict(scores: list[MethodScore]) -> dict:
+    out: dict = {}
+    for s in scores:
+        out.setdefault(s.split, {})[s.method] = asdict(s)
+    return out
