@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
-from probes.logit_lens import layout_of
+from probes.base import Probe, ProbeParams, ProbeRequest
+from probes.layout import LayoutResult, layout_of
 from probes.runs import get_run
 from studio.errors import InputError
 from studio.hooks import forward_hooks
@@ -32,7 +32,7 @@ class AttentionParams(ProbeParams):
 
 
 @dataclass
-class AttentionResult(ProbeResult):
+class AttentionResult(LayoutResult):
     """Arrays (L layers, H heads, Q query positions = the positions predicting each generated
     token, P image positions ``image_positions``):
 
@@ -41,12 +41,6 @@ class AttentionResult(ProbeResult):
     - ``rollout`` [Q, P] float32: attention rollout from each query to each image token.
     """
 
-    tokens: list[str]
-    patch: list
-    grids: list
-    main_grid: int | None
-    answer_positions: list[int]
-    image_size: list | None
     image_positions: list[int]
     query_positions: list[int]
     to_image: np.ndarray

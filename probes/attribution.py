@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from captum.attr import FeatureAblation, IntegratedGradients, LayerIntegratedGradients
 
-from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
-from probes.logit_lens import layout_of
+from probes.base import Probe, ProbeParams, ProbeRequest, check_range
+from probes.layout import LayoutResult, layout_of
 from probes.runs import Run, get_run
 from studio.errors import InputError
 
@@ -47,7 +47,7 @@ class AttributionParams(ProbeParams):
 
 
 @dataclass
-class AttributionResult(ProbeResult):
+class AttributionResult(LayoutResult):
     """Arrays (P image positions ``image_positions``, S prompt positions):
 
     - ``occlusion`` [P]: drop in the token's log-probability when that image token's pixels are ablated;
@@ -55,12 +55,6 @@ class AttributionResult(ProbeResult):
     - ``ig_prompt`` [S]: integrated gradients on each prompt position's input embedding.
     """
 
-    tokens: list[str]
-    patch: list
-    grids: list
-    main_grid: int | None
-    answer_positions: list[int]
-    image_size: list | None
     image_positions: list[int]
     answer_index: int
     target_token: str

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
-from probes.logit_lens import layout_of
+from probes.base import Probe, ProbeParams, ProbeRequest, check_range
+from probes.layout import LayoutResult, layout_of
 from probes.runs import Run, get_run
 from studio.errors import InputError
 from studio.world.scenes import KINDS
@@ -36,11 +36,11 @@ COCO_OBJECTS = (
     "person", "man", "woman", "child", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
     "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "ball", "kite", "skateboard",
-    "surfboard", "bottle", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "surfboard", "bottle", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
     "broccoli", "carrot", "pizza", "donut", "cake", "chair", "couch", "bed", "table", "toilet", "tv", "laptop",
     "mouse", "remote", "keyboard", "phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock",
     "vase", "scissors", "toothbrush", "plant")
-DEFAULT_LEXICON = tuple(dict.fromkeys(KINDS + COCO_OBJECTS))
+DEFAULT_LEXICON = tuple(dict.fromkeys(KINDS + COCO_OBJECTS))  # "orange" left out: also a colour
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class DetectorParams(ProbeParams):
 
 
 @dataclass
-class DetectorResult(ProbeResult):
+class DetectorResult(LayoutResult):
     """Per object word w (W words, P image positions ``image_positions``, L layers):
 
     - ``internal_confidence`` [W]: max over layers and image positions of the lens probability;
@@ -67,12 +67,6 @@ class DetectorResult(ProbeResult):
       (left, top, right, bottom) in image pixels.
     """
 
-    tokens: list[str]
-    patch: list
-    grids: list
-    main_grid: int | None
-    answer_positions: list[int]
-    image_size: list | None
     image_positions: list[int]
     words: list[str]
     answer_indices: list[int]

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
+from probes.base import Probe, ProbeParams, ProbeRequest, check_range
+from probes.layout import LayoutResult, layout_of
 from probes.runs import Run, get_run
 
 
@@ -25,19 +26,8 @@ class LogitLensParams(ProbeParams):
         check_range("chunk", self.chunk, 1, 65536)
 
 
-def layout_of(run: Run) -> dict:
-    """The run's token layout as plain values (for result fields)."""
-    tmap = run.token_map
-    patch = [[p.grid, p.row, p.col] if (p := tmap.image.get(i)) and p.row is not None else None
-             for i in range(len(tmap))]
-    return {"tokens": tmap.tokens, "patch": patch,
-            "grids": [{"name": g.name, "rows": g.rows, "cols": g.cols, "box": list(g.box)} for g in tmap.grids],
-            "main_grid": tmap.main_grid, "answer_positions": run.answer_positions,
-            "image_size": list(tmap.image_size) if tmap.image_size else None}
-
-
 @dataclass
-class LogitLensResult(ProbeResult):
+class LogitLensResult(LayoutResult):
     """Arrays (L layers, S positions, k top tokens, T tracked tokens = distinct answer tokens):
 
     - ``top_ids`` [L, S, k] int64, ``top_probs`` [L, S, k] float32: each layer's top-k at each position;
@@ -47,12 +37,6 @@ class LogitLensResult(ProbeResult):
     ``words`` maps every token id that appears to its string.
     """
 
-    tokens: list[str]
-    patch: list
-    grids: list
-    main_grid: int | None
-    answer_positions: list[int]
-    image_size: list | None
     answer_ids: list[int]
     words: dict
     top_ids: np.ndarray

@@ -69,3 +69,17 @@ def test_object_boxes_fall_on_patches_of_their_cell():
     for obj in scene.objects:
         x0, y0, x1, y1 = object_box(obj)
         assert obj.col * 16 <= x0 < x1 <= (obj.col + 1) * 16 and obj.row * 16 <= y0 < y1 <= (obj.row + 1) * 16
+
+
+def test_out_of_memory_becomes_a_clear_error_and_the_session_recovers(embedded, monkeypatch):
+    from studio.errors import ResourceError
+    prepared = embedded.prepare(render(sample_scene(0)), "how many objects are there ?")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(embedded.model, "generate", out_of_memory)
+    with pytest.raises(ResourceError, match="ran out of memory"):
+        embedded.generate(prepared, max_new_tokens=3)
+    monkeypatch.undo()
+    assert embedded.generate(prepared, max_new_tokens=3).tokens

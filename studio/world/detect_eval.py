@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from probes import ProbeRequest, run_probe
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import object_box, render
-from studio.world.scenes import sample_scene
+from studio.world.scenes import KINDS, sample_scene
 
 SCORES = ("internal_confidence", "contextual_similarity")
 
@@ -40,12 +40,14 @@ def auroc(real: np.ndarray, hallucinated: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (len(real) * len(hallucinated)))
 
 
-def mention_records(session, split: str, n: int, seed: int = 0, progress: bool = True) -> list[dict]:
+def mention_records(session, split: str, n: int, seed: int = 0, progress: bool = True,
+                    detector_params: dict | None = None) -> list[dict]:
     """One record per object word in the captions of ``n`` scenes of ``split``."""
     records = []
     for i in tqdm(range(n), desc=f"detector {split}", disable=not progress):
         scene = sample_scene(seed * 100_000 + 50_000 + i, split)
-        result = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40))
+        result = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40), lexicon=KINDS,
+                           **(detector_params or {}))
         for k, word in enumerate(result.words):
             obj = scene.find(word)
             row_col = result.patch[int(result.best_positions[k])]
