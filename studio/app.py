@@ -15,7 +15,8 @@ from studio.errors import StudioError
 from studio.images import load_image
 from studio.inspect_tab import build_inspect_tab
 from studio.mitigate_tab import build_mitigate_tab
-from studio.samples import load_samples
+from studio.samples import load_samples, scene_of
+from studio.world.language import caption
 from studio.session import Generation, ModelSession
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -28,18 +29,23 @@ def _confidence(prob: float) -> str:
     return "p ≥ 0.9" if prob >= 0.9 else "0.5 ≤ p < 0.9" if prob >= 0.5 else "p < 0.5"
 
 
+def truth_text(scene: Scene | None) -> str:
+    return f"**Ground truth:** {caption(scene)}" if scene else "_No ground truth for this image._"
+
+
 @user_errors
-def load_upload(file_path: str | None) -> tuple[str, None, str]:
-    """Check an uploaded file and show it (as a clean RGB PNG); uploads have no ground truth."""
+def load_upload(file_path: str | None) -> tuple[str, str]:
+    """Check an uploaded file and show it (as a clean RGB PNG), with ground truth if it is a sample."""
     if not file_path:
         raise StudioError("no file was uploaded")
-    return save_png(load_image(file_path)), None, "_Uploaded image: no ground truth._"
+    image = load_image(file_path)
+    return save_png(image), truth_text(scene_of(image))
 
 
-def pick_sample(evt: gr.SelectData) -> tuple[str, dict, str]:
-    """Show the chosen sample scene and remember its ground truth."""
+def pick_sample(evt: gr.SelectData) -> tuple[str, str]:
+    """Show the chosen sample scene and its ground truth."""
     sample = load_samples()[evt.index]
-    return str(sample.path), sample.scene.to_dict(), f"**Ground truth:** {sample.caption}"
+    return str(sample.path), truth_text(sample.scene)
 
 
 def describe_generation(generation: Generation, scene: Scene | None) -> tuple[list, list]:
@@ -54,12 +60,11 @@ def describe_generation(generation: Generation, scene: Scene | None) -> tuple[li
 
 
 @user_errors
-def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float,
-             scene: dict | None) -> tuple[list, list, str]:
+def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float) -> tuple[list, list, str]:
     """Generate an answer for the shown image and prompt; mark words wrong against ground truth."""
     prepared = session.prepare(image_path, prompt)
     generation = session.generate(prepared, max_new_tokens=int(max_new_tokens))
-    truth = Scene.from_dict(scene) if scene else None
+    truth = scene_of(prepared.image) if prepared.image is not None else None
     highlighted, rows = describe_generation(generation, truth)
     wrong = sum(r[4] == "wrong" for r in rows)
     status = f"{len(rows)} tokens" + (f", **{wrong} wrong against ground truth**" if truth else "")
@@ -72,7 +77,6 @@ def build_app(session: ModelSession) -> gr.Blocks:
     with gr.Blocks(title="vlm-studio") as demo:
         gr.Markdown(f"## vlm-studio\nModel: `{session.source}` ({session.adapter.family}, "
                     f"{session.n_layers} decoder layers, {session.device.type})")
-        scene = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
                 gallery = gr.Gallery([(str(s.path), s.scene.split) for s in samples], label="Sample scenes",
@@ -93,11 +97,11 @@ def build_app(session: ModelSession) -> gr.Blocks:
                 table = gr.Dataframe(headers=["#", "token", "p", "top alternatives", "vs truth"],
                                      label="Tokens", interactive=False)
             with gr.Tab("Inspect"):
-                build_inspect_tab(session, image, prompt, max_new, scene)
+                build_inspect_tab(session, image, prompt, max_new)
             with gr.Tab("Mitigate"):
-                build_mitigate_tab(session, image, prompt, max_new, scene)
-        gallery.select(pick_sample, None, [image, scene, truth], api_name="pick_sample")
-        upload.upload(load_upload, upload, [image, scene, truth], api_name="load_image")
-        run.click(functools.partial(generate, session), [image, prompt, max_new, scene], [answer, table, status],
+                build_mitigate_tab(session, image, prompt, max_new)
+        gallery.select(pick_sample, None, [image, truth], api_name="pick_sample")
+        upload.upload(load_upload, upload, [image, truth], api_name="load_image")
+        run.click(functools.partial(generate, session), [image, prompt, max_new], [answer, table, status],
                   api_name="generate")
     return demo

@@ -38,6 +38,10 @@ def cmd_launch(args) -> int:
 
 
 def cmd_describe(args) -> int:
+    from studio.images import load_image
+    from studio.session import check_prompt
+    load_image(args.image)
+    check_prompt(args.prompt)
     session = _session(args)
     prepared = session.prepare(args.image, args.prompt)
     generation = session.generate(prepared, max_new_tokens=args.max_new_tokens)
@@ -233,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         return args.func(args)
     except StudioError as err:

@@ -17,6 +17,7 @@ from probes import ProbeRequest, run_probe
 from studio.app_common import user_errors
 from studio.errors import InputError
 from studio.images import load_image
+from studio.samples import scene_of
 from studio.session import ModelSession
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -69,15 +70,15 @@ def token_panels(state: Inspection, index: int, layer: int) -> tuple:
             detector_view.boxes(state.detector, state.image, selected=index))
 
 
-def _chips(state: Inspection, scene: dict | None, prompt: str) -> list:
+def _chips(state: Inspection, scene: Scene | None, prompt: str) -> list:
     tokens = [state.lens.tokens[p] for p in state.lens.answer_positions]
-    verdicts = judge_words(Scene.from_dict(scene), prompt, tokens) if scene else [None] * len(tokens)
+    verdicts = judge_words(scene, prompt, tokens) if scene else [None] * len(tokens)
     return [(t, "wrong" if v else None) for t, v in zip(tokens, verdicts)]
 
 
 @user_errors
 def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float,
-            scene: dict | None, progress=gr.Progress()) -> tuple:
+            progress=gr.Progress()) -> tuple:
     """Run the cached probes for the shown image and prompt; draw the panels for token 0."""
     if image_path is None:
         raise InputError("the Inspect panels need an image: pick a sample or upload one")
@@ -93,7 +94,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
                        request=request)
     layer = state.lens.top_ids.shape[0] // 2
     table = detector_view.rows(state.detector)
-    return (state, _chips(state, scene, prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
+    return (state, _chips(state, scene_of(image_path), prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
             *token_panels(state, 0, layer), drift_view.drift_curve(state.drift), table)
 
 
@@ -148,8 +149,7 @@ def attribute(session: ModelSession, state: Inspection | None, token_index: floa
             attribution_view.prompt_scores(result))
 
 
-def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
-                      scene: gr.State) -> None:
+def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Inspect tab inside the current Blocks context and wire its events."""
     state = gr.State(None)
     token = gr.Number(0, label="selected token", precision=0, visible=False)
@@ -178,7 +178,7 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
 
     panels = [heat, grid_plot, traj, attn, roll, share, boxes]
-    run.click(functools.partial(inspect, session), [image, prompt, max_new, scene],
+    run.click(functools.partial(inspect, session), [image, prompt, max_new],
               [state, chips, token, layer, *panels, drift_plot, detect_table], api_name="inspect")
     run.click(lambda path: path, image, patch_img)
     chips.select(pick_token, None, token).then(show_token, [state, token, layer], panels, api_name="show_token")

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from studio.app_common import user_errors
 from studio.decoding import strategy_by_name
 from studio.errors import InputError
+from studio.samples import scene_of
 from studio.session import Generation, ModelSession
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -51,8 +52,7 @@ def _chips(generation: Generation, greedy: Generation | None, scene: Scene | Non
 
 
 @user_errors
-def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, scene: dict | None,
-             methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
+def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
              keep_ratio: float, progress=gr.Progress()) -> tuple:
     """Decode with each chosen method; return one chip row per method slot and the traces."""
     if image_path is None:
@@ -64,7 +64,7 @@ def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new
         progress(step / len(strategies), desc=f"decoding: {name}")
         generations[name] = session.generate(prepared, max_new_tokens=int(max_new_tokens), strategy=strategy)
     greedy = generations.get("greedy")
-    truth = Scene.from_dict(scene) if scene else None
+    truth = scene_of(prepared.image)
     rows = [gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
             else gr.update(value=None, visible=False) for m in METHODS]
     traces = {name: _trace_state(g) for name, g in generations.items()}
@@ -113,8 +113,7 @@ def pick_step(evt: gr.SelectData) -> int:
     return int(evt.index)
 
 
-def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
-                       scene: gr.State) -> None:
+def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Mitigate tab inside the current Blocks context and wire its events."""
     traces = gr.State(None)
     with gr.Row():
@@ -134,7 +133,7 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     with gr.Row():
         dist, kept = gr.Plot(label="expert / amateur / contrast"), gr.Plot(label="SID kept vision tokens")
     run.click(functools.partial(mitigate, session),
-              [image, prompt, max_new, scene, methods, alpha, beta, noise, layer, keep], [traces, *rows],
+              [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], [traces, *rows],
               api_name="mitigate")
     for name, row in zip(METHODS, rows):
         row.select(pick_step, None, step).then(lambda n=name: n, None, selected).then(

@@ -1,9 +1,15 @@
 """The sample scenes shown in the studio's gallery: rendered images with ground truth."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from PIL import Image
+
+from studio.images import ImageLike, load_image
 
 from studio.world.language import caption
 from studio.world.render import render
@@ -32,6 +38,24 @@ def write_samples(out: Path = SAMPLE_DIR) -> list[Sample]:
             records.append({"image": name, "caption": caption(scene), **scene.to_dict()})
     (out / "ground_truth.json").write_text(json.dumps(records, indent=1))
     return samples
+
+
+def pixel_digest(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4)
+def _digests(folder: Path) -> dict[str, Scene]:
+    return {pixel_digest(load_image(s.path)): s.scene for s in load_samples(folder)}
+
+
+def scene_of(image: ImageLike, folder: Path = SAMPLE_DIR) -> Scene | None:
+    """The ground truth of an image that is pixel-identical to a sample scene, else None.
+
+    This is how ground truth follows a sample through uploads and API calls, which carry
+    the picture but not the app's selection state.
+    """
+    return _digests(folder).get(pixel_digest(load_image(image)))
 
 
 def load_samples(folder: Path = SAMPLE_DIR) -> list[Sample]:

@@ -28,13 +28,13 @@ def client(embedded):
         app.close()
 
 
-def generate(client, path, prompt, scene=None):
-    return client.predict(handle_file(str(path)), prompt, 40, scene, api_name="/generate")
+def generate(client, path, prompt):
+    return client.predict(handle_file(str(path)), prompt, 40, api_name="/generate")
 
 
 def test_generate_on_a_sample_scene_marks_words_against_truth(client, embedded):
     sample = next(s for s in load_samples() if s.scene.split == "cooccur")
-    highlighted, table, status = generate(client, sample.path, "describe the image .", sample.scene.to_dict())
+    highlighted, table, status = generate(client, sample.path, "describe the image .")
     direct = embedded.generate(embedded.prepare(sample.path, "describe the image ."), max_new_tokens=40)
     words = [item["token"] for item in highlighted]
     assert "".join(words).strip() == direct.text
@@ -60,7 +60,7 @@ def test_bad_uploads_get_a_clear_message_and_the_app_keeps_serving(client, tmp_p
     assert any(s in message for s in ("not an image", "truncated", "could not", "at least", "megapixels")), message
     good = tmp_path / "good.png"
     render(sample_scene(1)).save(good)
-    shown, _, _ = client.predict(handle_file(str(good)), api_name="/load_image")
+    shown, _ = client.predict(handle_file(str(good)), api_name="/load_image")
     assert Image.open(shown).size == (64, 64)
 
 
@@ -76,9 +76,8 @@ def test_bad_prompts_get_a_clear_message(client, tmp_path, prompt, needle):
 
 def test_inspect_then_follow_tokens_layers_and_patches(client, embedded):
     sample = next(s for s in load_samples() if s.scene.split == "cooccur")
-    out = client.predict(handle_file(str(sample.path)), "describe the image .", 40, sample.scene.to_dict(),
-                         api_name="/inspect")
-    chips = out[1]
+    out = client.predict(handle_file(str(sample.path)), "describe the image .", 40, api_name="/inspect")
+    chips = out[0]
     assert [c["token"] for c in chips] and any(c["class_or_confidence"] is None for c in chips)
     panels = client.predict(1, 1, api_name="/show_token")
     assert len(panels) == 7
@@ -88,12 +87,12 @@ def test_inspect_then_follow_tokens_layers_and_patches(client, embedded):
 
 @pytest.mark.parametrize("args,api,needle", [
     ((99, 1), "/show_token", "out of range"),
-    ((0, 17), "/show_token", "out of range"),
+    ((0, 17), "/show_token", "out of range|greater than maximum"),
     ((0, 500.0, 3.0), "/show_patch", "outside"),
 ])
 def test_inspect_bad_selections_get_clear_messages(client, args, api, needle):
     sample = load_samples()[0]
-    client.predict(handle_file(str(sample.path)), "describe the image .", 20, None, api_name="/inspect")
+    client.predict(handle_file(str(sample.path)), "describe the image .", 20, api_name="/inspect")
     with pytest.raises(Exception, match=needle):
         client.predict(*args, api_name=api)
     assert client.predict(0, 1, api_name="/show_token")
@@ -101,31 +100,36 @@ def test_inspect_bad_selections_get_clear_messages(client, args, api, needle):
 
 def test_inspect_needs_an_image(client):
     with pytest.raises(Exception, match="need an image"):
-        client.predict(None, "how many objects are there ?", 5, None, api_name="/inspect")
+        client.predict(None, "how many objects are there ?", 5, api_name="/inspect")
 
 
-def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, keep=0.17, scene=None):
-    return client.predict(handle_file(str(path)), "describe the image .", 30, scene, methods, alpha, beta, noise,
+def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, keep=0.17):
+    return client.predict(handle_file(str(path)), "describe the image .", 30, methods, alpha, beta, noise,
                           layer, keep, api_name="/mitigate")
 
 
 def test_mitigate_side_by_side_and_step_distributions(client):
     sample = next(s for s in load_samples() if s.scene.split == "cooccur")
-    out = mitigate(client, sample.path, ["greedy", "vcd", "sid"], scene=sample.scene.to_dict())
-    rows = out[1:]
-    assert all(rows[i] for i in range(3)) and not rows[3], "greedy, vcd, sid shown; icd hidden"
+    out = mitigate(client, sample.path, ["greedy", "vcd", "sid"])
+    rows = out
+    assert all(rows[i]["visible"] and rows[i]["value"] for i in range(3)), "greedy, vcd and sid answered"
+    assert rows[3]["visible"] is False, "icd was not chosen: hidden"
+    chips = {m: [c["token"] for c in rows[i]["value"]] for i, m in enumerate(("greedy", "vcd", "sid"))}
+    labels = [c["class_or_confidence"] for c in rows[1]["value"]]
+    assert ("diverges" in " ".join(filter(None, labels))) == (chips["vcd"] != chips["greedy"])
     figure, kept = client.predict("sid", 0, api_name="/show_step")
     assert figure and kept
     with pytest.raises(Exception, match="out of range"):
         client.predict("vcd", 500, api_name="/show_step")
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({"alpha": -1.0}, "alpha"), ({"beta": 2.0}, "beta"), ({"keep": 0.0}, "keep_ratio"),
-    ({"layer": 9}, "depth"), ({"noise": 5000}, "noise_step"),
+@pytest.mark.parametrize("kwargs,needle", [  # the sliders' bounds answer first, naming the limit
+    ({"alpha": -1.0}, "less than minimum value 0"), ({"beta": 2.0}, "greater than maximum value 1"),
+    ({"keep": 0.0}, "less than minimum value 0.01"), ({"layer": 9}, "greater than maximum value 3"),
+    ({"noise": 5000}, "greater than maximum value 999"),
 ])
 def test_mitigate_bad_parameters_get_clear_messages(client, kwargs, needle):
     path = load_samples()[0].path
     with pytest.raises(Exception, match=needle):
         mitigate(client, path, ["greedy", "vcd", "sid"], **kwargs)
-    assert mitigate(client, path, ["greedy"])[1]
+    assert mitigate(client, path, ["greedy"])[0]

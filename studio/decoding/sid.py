@@ -14,7 +14,7 @@ rather than removed, selection layer 2 and 100 of 576 vision tokens kept (``keep
 fact falls back to alpha 0.5, which we note and do not copy).
 
 Mechanism: a registered ``transformers`` attention function (the library's
-``AttentionInterface`` extension point) computes eager attention and, for the amateur row
+``AttentionInterface`` extension point, with the eager mask format registered beside it) computes eager attention and, for the amateur row
 only, records importance at ``layer - 1`` and masks the dropped vision keys from ``layer`` on.
 Its per-request state lives in a context variable, so other requests are never affected.
 """
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
 from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from studio.decoding import register
@@ -34,6 +35,7 @@ from studio.decoding.contrastive import ContrastiveStrategy
 from studio.errors import InputError
 
 ATTENTION_NAME = "studio_ct2s"
+DEFAULT_LAYER = 2
 
 
 @dataclass
@@ -90,14 +92,16 @@ def ct2s_attention(module, query, key, value, attention_mask, scaling, dropout=0
 
 
 AttentionInterface.register(ATTENTION_NAME, ct2s_attention)
+AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
 
 
 @register
 @dataclass(frozen=True)
 class SID(ContrastiveStrategy):
-    """Self-introspective decoding; ``layer`` >= 1 within the model, ``keep_ratio`` in (0, 1]."""
+    """Self-introspective decoding; ``layer`` >= 1 within the model (None: 2, or the last layer
+    of a shallower model), ``keep_ratio`` in (0, 1]."""
 
-    layer: int = 2
+    layer: int | None = None
     keep_ratio: float = 0.17
     name = "sid"
 
@@ -105,12 +109,18 @@ class SID(ContrastiveStrategy):
         super().__post_init__()
         if not 0 < self.keep_ratio <= 1:
             raise InputError(f"keep_ratio must be in (0, 1]; got {self.keep_ratio}")
-        if not (isinstance(self.layer, int) and self.layer >= 1):
+        if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 1):
             raise InputError(f"layer must be an integer >= 1; got {self.layer}")
 
+    def selection_layer(self, session) -> int:
+        """The decoder layer from which the amateur sees only the kept vision tokens."""
+        layer = min(DEFAULT_LAYER, session.n_layers - 1) if self.layer is None else self.layer
+        if not 1 <= layer < session.n_layers:
+            raise InputError(f"layer {layer} is beyond the model's depth: choose 1..{session.n_layers - 1}")
+        return layer
+
     def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
-        if self.layer >= session.n_layers:
-            raise InputError(f"layer {self.layer} is beyond the model's depth: choose 1..{session.n_layers - 1}")
+        self.selection_layer(session)
         if not (experts["input_ids"] == session.adapter.image_token_id()).any():
             raise InputError("SID selects vision tokens: give an image")
         return experts
@@ -121,7 +131,7 @@ class SID(ContrastiveStrategy):
         ids = inputs["input_ids"]
         n = ids.shape[0] // 2
         positions = torch.stack([(row == session.adapter.image_token_id()).nonzero().flatten() for row in ids[n:]])
-        state = CT2SState(positions.cpu(), self.layer, self.keep_ratio)
+        state = CT2SState(positions.cpu(), self.selection_layer(session), self.keep_ratio)
         reset = _STATE.set(state)
         try:
             with session.attention_implementation(ATTENTION_NAME, text_only=True):

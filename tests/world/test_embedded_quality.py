@@ -8,6 +8,8 @@ import pytest
 
 from studio.world.evaluate import evaluate_split
 
+POPE_RANDOM_FLOOR = 0.9  # measured 0.978 on 300 neutral scenes (1574 questions)
+
 
 @pytest.fixture(scope="module")
 def neutral(embedded):
