@@ -1,8 +1,8 @@
 """Per-token cost of each decoding method relative to greedy, measured side by side in one run.
 
 For each method: median seconds per generated token over several scenes (the same scenes for
-every method), divided by greedy's; and the peak resident-memory growth during decoding,
-divided by greedy's (Linux).
+every method), divided by greedy's; and the peak resident-memory growth during decoding
+(Linux), as a ratio to greedy's when greedy's is large enough to measure (>= 1 MiB).
 
     python -m bench.decoding [--model embedded] [--methods greedy,vcd,sid,icd] [--scenes 12]
 """
@@ -44,11 +44,13 @@ def main() -> None:
     seconds = {n: per_token_seconds(session, prepared, s, args.max_new_tokens) for n, s in strategies.items()}
     memory = {n: peak_extra_bytes(lambda s=s: session.generate(prepared[0], args.max_new_tokens, s))
               for n, s in strategies.items()}
-    base_t, base_m = seconds["greedy"], max(1, memory["greedy"])
+    base_t, base_m = seconds["greedy"], memory["greedy"]
     print(f"model {session.source}, {args.scenes} cooccur scenes, caption prompt, CPU")
-    print(f"{'method':<8}{'ms/token':>10}{'x greedy':>10}{'peak mem x greedy':>20}")
+    print(f"{'method':<8}{'ms/token':>10}{'x greedy':>10}{'peak extra MiB':>16}{'x greedy':>10}")
     for name in strategies:
-        print(f"{name:<8}{seconds[name] * 1e3:>10.2f}{seconds[name] / base_t:>10.2f}{memory[name] / base_m:>20.2f}")
+        ratio = f"{memory[name] / base_m:.2f}" if base_m >= 2**20 else "n/a"  # below 1 MiB RSS is noise
+        print(f"{name:<8}{seconds[name] * 1e3:>10.2f}{seconds[name] / base_t:>10.2f}"
+              f"{memory[name] / 2**20:>16.2f}{ratio:>10}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main() -> None:
     weights = sum(p.numel() * p.element_size() for p in session.model.parameters())
     extra = peak_extra_bytes(lambda: sweep(session, run.hidden, targets, 5, 256))
 
-    state = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens, None,
+    state = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens,
                                 progress=lambda *a, **k: None)[0]
     layer = state.lens.top_ids.shape[0] // 2
     refresh = median_seconds(lambda: inspect_tab.show_token(state, 1, layer), args.repeats)
