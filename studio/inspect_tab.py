@@ -8,12 +8,14 @@ is computed on request for the selected token and kept per token.
 from __future__ import annotations
 
 import functools
+import json
+import tempfile
 from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
 
-from probes import ProbeRequest, run_probe
+from probes import REGISTRY, ProbeRequest, run_probe
 from studio.app_common import user_errors
 from studio.errors import InputError
 from studio.images import load_image
@@ -149,6 +151,25 @@ def attribute(session: ModelSession, state: Inspection | None, token_index: floa
             attribution_view.prompt_scores(result))
 
 
+@user_errors
+def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, name: str,
+                  params_json: str) -> tuple[dict, str]:
+    """Run any registered probe with JSON parameters; return its array shapes and a JSON file."""
+    try:
+        params = json.loads(params_json or "{}")
+    except json.JSONDecodeError as err:
+        raise InputError(f"parameters must be a JSON object, e.g. {{\"answer_index\": 1}} ({err.msg})") from None
+    if not isinstance(params, dict):
+        raise InputError("parameters must be a JSON object, e.g. {\"answer_index\": 1}")
+    request = ProbeRequest(image_path, prompt, int(max_new_tokens))
+    result = run_probe(session, name, request, **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    data = result.to_dict()
+    handle = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".json", delete=False, mode="w")
+    json.dump(data, handle)
+    handle.close()
+    return {k: v["shape"] for k, v in data["arrays"].items()}, handle.name
+
+
 def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Inspect tab inside the current Blocks context and wire its events."""
     state = gr.State(None)
@@ -174,6 +195,12 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],
                                     label="hallucination detector", interactive=False)
     attr_button = gr.Button("Attribute the selected token (captum)")
+    with gr.Accordion("Every probe (from the registry)", open=False):
+        with gr.Row():
+            probe_name = gr.Dropdown(sorted(REGISTRY), value="logit_lens", label="probe")
+            probe_params = gr.Textbox("{}", label="parameters (JSON)")
+            probe_run = gr.Button("Run probe")
+        probe_shapes, probe_file = gr.JSON(label="result arrays (shapes)"), gr.File(label="result (JSON)")
     with gr.Row():
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
 
@@ -187,3 +214,5 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         show_patch, [state, token, px, py], [patch_plot, patch_traj, patch_label], api_name="show_patch")
     attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
                       api_name="attribute")
+    probe_run.click(functools.partial(run_any_probe, session), [image, prompt, max_new, probe_name, probe_params],
+                    [probe_shapes, probe_file], api_name="run_probe")

@@ -1,4 +1,5 @@
 """The launched studio driven through gradio_client, as a real client would."""
+import json
 import socket
 
 import pytest
@@ -133,3 +134,16 @@ def test_mitigate_bad_parameters_get_clear_messages(client, kwargs, needle):
     with pytest.raises(Exception, match=needle):
         mitigate(client, path, ["greedy", "vcd", "sid"], **kwargs)
     assert mitigate(client, path, ["greedy"])[0]
+
+
+def test_every_registered_probe_runs_from_the_app(client):
+    from probes import REGISTRY
+    path = load_samples()[0].path
+    for name in REGISTRY:
+        params = '{"answer_index": 1, "ig_steps": 4}' if name == "attribution" else "{}"
+        shapes, result_file = client.predict(handle_file(str(path)), "describe the image .", 12, name, params,
+                                             api_name="/run_probe")
+        assert shapes and all(isinstance(v, list) for v in shapes.values()), name
+        assert json.loads(open(result_file).read())["probe"] == name
+    with pytest.raises(Exception, match="JSON object"):
+        client.predict(handle_file(str(path)), "describe the image .", 12, "drift", "[1, 2]", api_name="/run_probe")
