@@ -14,7 +14,6 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest
 from probes.layout import LayoutResult, layout_of
-from probes.runs import get_run
 from studio.errors import InputError
 from studio.hooks import forward_hooks
 
@@ -69,10 +68,8 @@ class Attention(Probe):
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: AttentionParams) -> AttentionResult:
-        run = get_run(session, request)
+        run = self.cached_run(session, request)
         images = run.token_map.image_positions
-        if not images:
-            raise InputError("the attention probe needs an image: this prompt has no image tokens")
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
         to_image, share, means = [], [], []
 

@@ -28,7 +28,7 @@ from captum.attr import FeatureAblation, IntegratedGradients, LayerIntegratedGra
 
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
-from probes.runs import Run, get_run
+from probes.runs import Run
 from studio.errors import InputError
 
 PIXEL_BASELINE = 1e-3
@@ -115,9 +115,7 @@ class Attribution(Probe):
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: AttributionParams) -> AttributionResult:
-        run = get_run(session, request)
-        if not run.token_map.image_positions:
-            raise InputError("attribution over patches needs an image: this prompt has no image tokens")
+        run = self.cached_run(session, request)
         if params.answer_index >= len(run.answer_positions):
             raise InputError(f"answer_index {params.answer_index} is out of range: the answer has "
                              f"{len(run.answer_positions)} tokens")

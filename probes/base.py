@@ -133,6 +133,14 @@ class Probe:
     def run(self, session, request: ProbeRequest, params: ProbeParams) -> ProbeResult:
         raise NotImplementedError
 
+    def cached_run(self, session, request: ProbeRequest):
+        """The request's cached run; probes that ``needs_image`` refuse a prompt without image tokens."""
+        from probes.runs import get_run
+        run = get_run(session, request)
+        if self.needs_image and not run.token_map.image_positions:
+            raise InputError(f"the {self.name} probe needs an image: this prompt has no image tokens")
+        return run
+
 
 def check_range(name: str, value: float, low: float, high: float) -> None:
     """An InputError naming the parameter and its valid range when ``value`` is outside it."""

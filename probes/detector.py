@@ -28,7 +28,7 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
-from probes.runs import Run, get_run
+from probes.runs import Run
 from studio.errors import InputError
 from studio.world.scenes import KINDS
 
@@ -133,10 +133,8 @@ class Detector(Probe):
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: DetectorParams) -> DetectorResult:
-        run = get_run(session, request)
+        run = self.cached_run(session, request)
         images = [p for p in run.token_map.image_positions if run.token_map.image[p].row is not None]
-        if not images:
-            raise InputError("the detector compares words with image patches: this prompt has no image")
         n_layers = run.hidden.shape[0]
         text_layer = _layer(params.text_layer, n_layers, "text_layer")
         image_layer = _layer(params.image_layer, n_layers, "image_layer")

@@ -15,8 +15,6 @@ import torch
 from PIL import Image
 
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
-from probes.runs import get_run
-from studio.errors import InputError
 
 BLANK_GREY = (124, 116, 104)
 
@@ -44,9 +42,7 @@ class Drift(Probe):
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: ProbeParams) -> DriftResult:
-        run = get_run(session, request)
-        if run.prepared.image is None:
-            raise InputError("layer drift compares runs with and without the image: give an image")
+        run = self.cached_run(session, request)
         with_image = run.hidden[:, run.prepared.length - 1].float()
         blank = Image.new("RGB", run.prepared.image.size, BLANK_GREY)
         cos = torch.nn.functional.cosine_similarity
