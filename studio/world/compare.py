@@ -103,18 +103,19 @@ def compare_methods(session, strategies: dict, splits: list[str], n_scenes: int,
 def format_comparison(scores: list[MethodScore]) -> str:
     shown = ("pope_random_accuracy", "pope_popular_accuracy", "pope_adversarial_accuracy",
              "pope_adversarial_f1", "pope_adversarial_yes_ratio", "chair_s", "chair_i", "recall")
-    lines = []
+    lines = ["(each cell: value, then for methods other than greedy the difference to greedy and its"
+             " 95% paired-bootstrap interval)"]
     for split in dict.fromkeys(s.split for s in scores):
         lines.append(f"== split: {split}")
-        lines.append(f"  {'method':<10}" + "".join(f"{m.replace('pope_', 'P.').replace('_accuracy', ' acc'):>22}"
+        lines.append(f"  {'method':<10}" + "".join(f"{m.replace('pope_', 'P.').replace('_accuracy', ' acc'):>30}"
                                                     for m in shown))
         for s in (x for x in scores if x.split == split):
             cells = []
             for m in shown:
                 lo, hi = s.diff_ci[m]
-                delta = "" if s.method == "greedy" else f" {s.diff_to_greedy[m]:+.3f}[{lo:+.2f},{hi:+.2f}]"
+                delta = "" if s.method == "greedy" else f" {s.diff_to_greedy[m]:+.3f} [{lo:+.3f},{hi:+.3f}]"
                 cells.append(f"{s.metrics[m]:.3f}{delta}")
-            lines.append(f"  {s.method:<10}" + "".join(f"{c:>22}" for c in cells))
+            lines.append(f"  {s.method:<10}" + "".join(f"{c:>30}" for c in cells))
     return "\n".join(lines)
 
 
