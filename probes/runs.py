@@ -6,7 +6,6 @@ tokens, patches and layers in the app re-uses one forward pass.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 import weakref
 from collections import OrderedDict
@@ -16,7 +15,7 @@ import torch
 
 from probes.base import ProbeRequest
 from studio.adapters import TokenMap
-from studio.images import load_image
+from studio.images import load_image, pixel_digest
 from studio.session import Generation, ModelSession, Prepared
 
 CACHE_SIZE = 8
@@ -83,8 +82,7 @@ def request_key(request: ProbeRequest) -> tuple:
     """A cache key: the image's pixels (hashed), the prompt and the answer length."""
     digest = "no-image"
     if request.image is not None:
-        image = load_image(request.image)
-        digest = hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
+        digest = pixel_digest(load_image(request.image))
     return (digest, request.prompt.strip(), request.max_new_tokens)
 
 

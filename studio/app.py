@@ -16,8 +16,8 @@ from studio.images import load_image
 from studio.inspect_tab import build_inspect_tab
 from studio.mitigate_tab import build_mitigate_tab
 from studio.samples import load_samples, scene_of
-from studio.world.language import caption
 from studio.session import Generation, ModelSession
+from studio.world.language import caption
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
 

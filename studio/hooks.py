@@ -27,11 +27,6 @@ def output_tensor(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def replace_output(output: object, tensor: torch.Tensor) -> object:
-    """``output`` with its hidden-state tensor replaced, keeping any other items."""
-    return (tensor,) + tuple(output[1:]) if isinstance(output, tuple) else tensor
-
-
 @contextmanager
 def forward_hooks(pairs: list[tuple[nn.Module, Hook]]) -> Iterator[None]:
     """Add forward hooks for the duration of the block, scoped to the current request."""

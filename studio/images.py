@@ -6,6 +6,7 @@ and 16-bit or float images are rescaled to 8 bits rather than clipped.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -75,6 +76,11 @@ def _check_size(image: Image.Image) -> None:
                          f"{MAX_PIXELS // 1_000_000} megapixels: downscale it first")
     if min(w, h) < MIN_SIDE:
         raise InputError(f"the image is {w}x{h} pixels; each side must be at least {MIN_SIDE}")
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """A hash of an image's pixels and size: equal for pixel-identical images, whatever the file."""
+    return hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -16,6 +16,7 @@ import gradio as gr
 import numpy as np
 
 from probes import REGISTRY, ProbeRequest, run_probe
+from studio.adapters import PatchGrid
 from studio.app_common import user_errors
 from studio.errors import InputError
 from studio.images import load_image
@@ -117,15 +118,13 @@ def show_patch(state: Inspection | None, token_index: float, x: float, y: float)
     """What the patch under pixel (x, y) means to the model: its top words per layer, and the
     selected token's probability there, layer by layer."""
     index = _checked_token(state, token_index)
-    grid = state.lens.grids[state.lens.main_grid]
     w, h = state.lens.image_size
     if not (0 <= x < w and 0 <= y < h):
         raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
-    x0, y0, x1, y1 = grid["box"]
-    if not (x0 <= x < x1 and y0 <= y < y1):
+    cell = PatchGrid.from_dict(state.lens.grids[state.lens.main_grid]).locate(x, y)
+    if cell is None:
         raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the part of the image the model sees")
-    row = int((y - y0) * grid["rows"] / (y1 - y0))
-    col = int((x - x0) * grid["cols"] / (x1 - x0))
+    row, col = cell
     position = next(i for i, p in enumerate(state.lens.patch) if p == [state.lens.main_grid, row, col])
     return (lens_view.position_layers(state.lens, position),
             lens_view.position_trajectory(state.lens, position, state.lens.answer_ids[index]),

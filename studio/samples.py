@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
-from studio.images import ImageLike, load_image
-
+from studio.images import ImageLike, load_image, pixel_digest
 from studio.world.language import caption
 from studio.world.render import render
 from studio.world.scenes import Scene, sample_split
@@ -38,10 +34,6 @@ def write_samples(out: Path = SAMPLE_DIR) -> list[Sample]:
             records.append({"image": name, "caption": caption(scene), **scene.to_dict()})
     (out / "ground_truth.json").write_text(json.dumps(records, indent=1))
     return samples
-
-
-def pixel_digest(image: Image.Image) -> str:
-    return hashlib.sha256(image.tobytes() + repr(image.size).encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=4)

@@ -29,6 +29,11 @@ class PatchGrid:
     cols: int
     box: tuple[float, float, float, float]
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "PatchGrid":
+        """The grid from its ``asdict`` form (the box may come back from JSON as a list)."""
+        return cls(name=data["name"], rows=data["rows"], cols=data["cols"], box=tuple(data["box"]))
+
     def patch_box(self, row: int, col: int) -> tuple[float, float, float, float]:
         """Pixel box of one patch of this grid in original-image coordinates."""
         x0, y0, x1, y1 = self.box
@@ -93,16 +98,6 @@ class TokenMap:
         return {(p.row, p.col): pos for pos, p in self.image.items()
                 if p.grid == grid and p.row is not None}
 
-    def position_of_patch(self, row: int, col: int, grid: int | None = None) -> int:
-        grid = self.main_grid if grid is None else grid
-        if grid is None:
-            raise AdapterError("this input has no image tokens")
-        try:
-            return self.positions_of_grid(grid)[(row, col)]
-        except KeyError:
-            g = self.grids[grid]
-            raise AdapterError(f"patch ({row}, {col}) is outside the {g.rows}x{g.cols} grid '{g.name}'") from None
-
     def to_dict(self) -> dict:
         return {"input_ids": self.input_ids, "tokens": self.tokens,
                 "image": {str(k): asdict(v) for k, v in self.image.items()},
@@ -112,7 +107,7 @@ class TokenMap:
     def from_dict(cls, data: dict) -> "TokenMap":
         return cls(input_ids=list(data["input_ids"]), tokens=list(data["tokens"]),
                    image={int(k): ImagePlacement(**v) for k, v in data["image"].items()},
-                   grids=[PatchGrid(**{**g, "box": tuple(g["box"])}) for g in data["grids"]],
+                   grids=[PatchGrid.from_dict(g) for g in data["grids"]],
                    image_size=tuple(data["image_size"]) if data["image_size"] else None)
 
 

@@ -11,7 +11,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from studio.world.evaluate import POPE_KINDS, chair_counts, evaluate_split
+from studio.world.evaluate import (
+    POPE_KINDS,
+    chair_counts,
+    evaluate_split,
+    pope_counts,
+    pope_from_counts,
+)
 from studio.world.scenes import Scene
 
 METRICS = tuple(f"pope_{k}_{m}" for k in POPE_KINDS for m in ("accuracy", "f1", "yes_ratio")) + (
@@ -25,13 +31,8 @@ def scene_counts(record: dict) -> dict[str, float]:
     counts = {"halluc": hallucinated, "mentions": mentions, "recalled": recalled, "objects": len(scene.kinds),
               "bad_caption": float(hallucinated > 0), "captions": 1.0}
     for kind in POPE_KINDS:
-        pairs = [(p.strip().lower().startswith("yes"), t == "yes") for _, t, p in record["pope"].get(kind, [])]
-        counts[f"{kind}_n"] = len(pairs)
-        counts[f"{kind}_correct"] = sum(p == t for p, t in pairs)
-        counts[f"{kind}_yes"] = sum(p for p, _ in pairs)
-        counts[f"{kind}_tp"] = sum(p and t for p, t in pairs)
-        counts[f"{kind}_fp"] = sum(p and not t for p, t in pairs)
-        counts[f"{kind}_fn"] = sum(t and not p for p, t in pairs)
+        pope = pope_counts([(p, t) for _, t, p in record["pope"].get(kind, [])])
+        counts.update({f"{kind}_{k}": v for k, v in pope.items()})
     return counts
 
 
@@ -40,11 +41,9 @@ def metrics_from(total: dict[str, float]) -> dict[str, float]:
            "chair_i": total["halluc"] / max(1, total["mentions"]),
            "recall": total["recalled"] / max(1, total["objects"])}
     for kind in POPE_KINDS:
-        n, tp, fp, fn = (total[f"{kind}_{x}"] for x in ("n", "tp", "fp", "fn"))
-        precision, rec = tp / max(1, tp + fp), tp / max(1, tp + fn)
-        out[f"pope_{kind}_accuracy"] = total[f"{kind}_correct"] / max(1, n)
-        out[f"pope_{kind}_f1"] = 2 * precision * rec / max(1e-12, precision + rec)
-        out[f"pope_{kind}_yes_ratio"] = total[f"{kind}_yes"] / max(1, n)
+        score = pope_from_counts({k: total[f"{kind}_{k}"] for k in ("n", "correct", "yes", "tp", "fp", "fn")})
+        out.update({f"pope_{kind}_accuracy": score.accuracy, f"pope_{kind}_f1": score.f1,
+                    f"pope_{kind}_yes_ratio": score.yes_ratio})
     return out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from probes import ProbeRequest, run_probe
+from studio.adapters import PatchGrid
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import object_box, render
 from studio.world.scenes import KINDS, sample_scene
@@ -50,11 +51,9 @@ def mention_records(session, split: str, n: int, seed: int = 0, progress: bool =
                            **(detector_params or {}))
         for k, word in enumerate(result.words):
             obj = scene.find(word)
-            row_col = result.patch[int(result.best_positions[k])]
-            grid = result.grids[row_col[0]]
-            x0, y0, x1, y1 = grid["box"]
-            cx = x0 + (row_col[2] + 0.5) * (x1 - x0) / grid["cols"]
-            cy = y0 + (row_col[1] + 0.5) * (y1 - y0) / grid["rows"]
+            grid, row, col = result.patch[int(result.best_positions[k])]
+            x0, y0, x1, y1 = PatchGrid.from_dict(result.grids[grid]).patch_box(row, col)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             inside = None
             if obj is not None:
                 bx0, by0, bx1, by1 = object_box(obj)

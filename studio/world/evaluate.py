@@ -26,8 +26,6 @@ from studio.world.language import (
 )
 from studio.world.render import render
 from studio.world.scenes import (
-    COOCCUR_TARGET,
-    COOCCUR_TRIGGER,
     KINDS,
     Scene,
     sample_scene,
@@ -97,17 +95,25 @@ def pope_questions(scene: Scene, kind: str, rng: random.Random, freq: Counter,
     return [(exist_question(k), "yes") for k in present[:n]] + [(exist_question(k), "no") for k in negatives]
 
 
-def pope_score(pairs: list[tuple[str, str]]) -> PopeScore:
-    """Score (prediction, truth) yes/no pairs; anything not starting with "yes" counts as no."""
-    preds = [p.strip().lower().startswith("yes") for p, _ in pairs]
-    truth = [t == "yes" for _, t in pairs]
-    tp = sum(p and t for p, t in zip(preds, truth))
-    fp = sum(p and not t for p, t in zip(preds, truth))
-    fn = sum(t and not p for p, t in zip(preds, truth))
-    acc = sum(p == t for p, t in zip(preds, truth)) / max(1, len(pairs))
-    precision, recall = tp / max(1, tp + fp), tp / max(1, tp + fn)
+def pope_counts(pairs: list[tuple[str, str]]) -> dict[str, int]:
+    """Counts of (prediction, truth) yes/no pairs; anything not starting with "yes" counts as no."""
+    judged = [(p.strip().lower().startswith("yes"), t == "yes") for p, t in pairs]
+    return {"n": len(judged), "correct": sum(p == t for p, t in judged), "yes": sum(p for p, _ in judged),
+            "tp": sum(p and t for p, t in judged), "fp": sum(p and not t for p, t in judged),
+            "fn": sum(t and not p for p, t in judged)}
+
+
+def pope_from_counts(c: dict) -> PopeScore:
+    """Accuracy, F1 (positive = "yes") and yes-ratio from :func:`pope_counts` (or sums of them)."""
+    precision, recall = c["tp"] / max(1, c["tp"] + c["fp"]), c["tp"] / max(1, c["tp"] + c["fn"])
     f1 = 2 * precision * recall / max(1e-12, precision + recall)
-    return PopeScore(accuracy=acc, f1=f1, yes_ratio=sum(preds) / max(1, len(preds)), n=len(pairs))
+    return PopeScore(accuracy=c["correct"] / max(1, c["n"]), f1=f1, yes_ratio=c["yes"] / max(1, c["n"]),
+                     n=int(c["n"]))
+
+
+def pope_score(pairs: list[tuple[str, str]]) -> PopeScore:
+    """Score (prediction, truth) yes/no pairs."""
+    return pope_from_counts(pope_counts(pairs))
 
 
 def chair_counts(scene: Scene, text: str) -> tuple[int, int, int]:
@@ -208,11 +214,3 @@ def format_table(reports: list[SplitReport]) -> str:
         if r.questions:
             lines.append("  questions   " + "  ".join(f"{t} {a:.3f}" for t, a in r.questions.items()))
     return "\n".join(lines)
-
-
-def cooccur_summary() -> str:
-    """One line describing the planted co-occurrence, measured on the training stream."""
-    cooc = cooccurrence()
-    freq = training_frequency()
-    rate = cooc[COOCCUR_TRIGGER][COOCCUR_TARGET] / max(1, freq[COOCCUR_TRIGGER])
-    return f"{COOCCUR_TARGET} appears in {rate:.0%} of training scenes that hold a {COOCCUR_TRIGGER}"
