@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.errors import StudioError
+from studio.errors import InputError, StudioError
 
 MODEL_HELP = "model: 'embedded' (default), a local folder with safetensors weights, or a Hugging Face id"
 
@@ -133,10 +133,14 @@ def cmd_world_eval(args) -> int:
 
 
 def _compare_methods(args, session, splits: list[str]) -> int:
-    from studio.decoding import strategy_by_name
+    from studio.decoding import parse_settings, strategy_by_name
     from studio.world.compare import compare_methods, comparison_dict, format_comparison
     names = ["greedy"] + [m for m in args.methods.split(",") if m and m != "greedy"]
-    strategies = {name: strategy_by_name(name) for name in names}
+    settings = parse_settings(args.set)
+    stray = sorted(set(settings) - set(names))
+    if stray:
+        raise InputError(f"--set names methods not in --methods: {', '.join(stray)}")
+    strategies = {name: strategy_by_name(name, **settings.get(name, {})) for name in names}
     scores = compare_methods(session, strategies, splits, args.n, seed=args.seed)
     print(format_comparison(scores))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed,
@@ -222,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the report as JSON to this file (else print it)")
     p.add_argument("--methods", help="compare decoding methods, e.g. greedy,vcd,sid,icd (with bootstrap CIs)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="a method's parameter, e.g. --set sid.layer=3 --set vcd.alpha=0.5 (repeatable)")
     p.add_argument("--detectors", action="store_true",
                    help="also score the hallucination detectors (AUROC, grounding) on the cooccur and neutral splits")
     p.set_defaults(func=cmd_world_eval)

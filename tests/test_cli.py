@@ -48,3 +48,12 @@ def test_world_sample_writes_images_and_ground_truth(tmp_path, capsys):
     truth = json.loads((tmp_path / "ground_truth.json").read_text())
     assert len(truth) == 3 and all("cross" in t["caption"] for t in truth)
     assert Image.open(tmp_path / truth[0]["image"]).size == (64, 64)
+
+
+@pytest.mark.parametrize("args", [["--methods", "greedy,nonsense"], ["--methods", "greedy,sid", "--set", "sid.bogus=1"],
+                                  ["--methods", "greedy,sid", "--set", "sid.layer=99"],
+                                  ["--methods", "greedy", "--set", "vcd.alpha=1"]])
+def test_bad_method_settings_exit_2_with_one_line(args, capsys):
+    assert main(["world", "eval", "--n", "1", "--splits", "neutral", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err

@@ -9,6 +9,8 @@ its documented extension points (batched inputs and a logits processor), not a p
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 from studio.decoding.base import DecodingStrategy, Greedy, Sampling
 from studio.errors import InputError
 
@@ -28,11 +30,36 @@ def strategy_by_name(name: str, **params) -> DecodingStrategy:
         cls = STRATEGIES[name]
     except KeyError:
         raise InputError(f"unknown decoding method {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InputError(f"{name} has no parameter {', '.join(unknown)}; its parameters: {', '.join(known) or 'none'}")
     return cls(**params)
+
+
+def parse_settings(settings: list[str]) -> dict[str, dict]:
+    """``["sid.layer=3", "vcd.alpha=0.5"]`` -> ``{"sid": {"layer": 3}, "vcd": {"alpha": 0.5}}``."""
+    out: dict[str, dict] = {}
+    for item in settings:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.partition(".")
+        if not (sep and dot and method and param):
+            raise InputError(f"setting {item!r} is not METHOD.PARAM=VALUE (e.g. sid.layer=3)")
+        out.setdefault(method, {})[param] = _number(value)
+    return out
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def _load_builtins() -> None:
     from studio.decoding import icd, sid, vcd  # noqa: F401  (registration side effect)
 
 
-__all__ = ["DecodingStrategy", "Greedy", "STRATEGIES", "Sampling", "register", "strategy_by_name"]
+__all__ = ["DecodingStrategy", "Greedy", "STRATEGIES", "Sampling", "parse_settings", "register", "strategy_by_name"]

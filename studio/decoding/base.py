@@ -30,6 +30,9 @@ class DecodingStrategy:
         """Extra keyword arguments for ``model.generate``."""
         return {}
 
+    def check(self, session) -> None:
+        """Raise InputError if the parameters do not fit ``session``'s model (before a long run)."""
+
     def batch(self, session, prepared) -> dict:
         """The input rows to decode for one request; row 0 is the answer (greedy: the prepared
         inputs as they are, so greedy generation is exactly plain ``generate``)."""

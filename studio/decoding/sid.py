@@ -119,8 +119,11 @@ class SID(ContrastiveStrategy):
             raise InputError(f"layer {layer} is beyond the model's depth: choose 1..{session.n_layers - 1}")
         return layer
 
-    def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
+    def check(self, session) -> None:
         self.selection_layer(session)
+
+    def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
+        self.check(session)
         if not (experts["input_ids"] == session.adapter.image_token_id()).any():
             raise InputError("SID selects vision tokens: give an image")
         return experts

@@ -20,8 +20,9 @@ from studio.world.evaluate import (
 )
 from studio.world.scenes import Scene
 
+QUESTION_TASKS = ("colour", "size", "count", "where")
 METRICS = tuple(f"pope_{k}_{m}" for k in POPE_KINDS for m in ("accuracy", "f1", "yes_ratio")) + (
-    "chair_s", "chair_i", "recall")
+    "chair_s", "chair_i", "recall") + tuple(f"{t}_accuracy" for t in QUESTION_TASKS)
 
 
 def scene_counts(record: dict) -> dict[str, float]:
@@ -33,6 +34,9 @@ def scene_counts(record: dict) -> dict[str, float]:
     for kind in POPE_KINDS:
         pope = pope_counts([(p, t) for _, t, p in record["pope"].get(kind, [])])
         counts.update({f"{kind}_{k}": v for k, v in pope.items()})
+    for task in QUESTION_TASKS:
+        answers = [pred.strip() == truth for t, _, truth, pred in record["questions"] if t == task]
+        counts.update({f"{task}_right": float(sum(answers)), f"{task}_asked": float(len(answers))})
     return counts
 
 
@@ -44,6 +48,7 @@ def metrics_from(total: dict[str, float]) -> dict[str, float]:
         score = pope_from_counts({k: total[f"{kind}_{k}"] for k in ("n", "correct", "yes", "tp", "fp", "fn")})
         out.update({f"pope_{kind}_accuracy": score.accuracy, f"pope_{kind}_f1": score.f1,
                     f"pope_{kind}_yes_ratio": score.yes_ratio})
+    out.update({f"{t}_accuracy": total[f"{t}_right"] / max(1, total[f"{t}_asked"]) for t in QUESTION_TASKS})
     return out
 
 
@@ -84,6 +89,8 @@ def bootstrap(method: list[dict], greedy: list[dict], n_boot: int = 1000, seed: 
 def compare_methods(session, strategies: dict, splits: list[str], n_scenes: int, seed: int = 0,
                     progress: bool = True) -> list[MethodScore]:
     """Score every strategy (name -> DecodingStrategy; must include "greedy") on every split."""
+    for strategy in strategies.values():
+        strategy.check(session)
     scores = []
     for split in splits:
         counts = {}
@@ -101,7 +108,8 @@ def compare_methods(session, strategies: dict, splits: list[str], n_scenes: int,
 
 def format_comparison(scores: list[MethodScore]) -> str:
     shown = ("pope_random_accuracy", "pope_popular_accuracy", "pope_adversarial_accuracy",
-             "pope_adversarial_f1", "pope_adversarial_yes_ratio", "chair_s", "chair_i", "recall")
+             "pope_adversarial_f1", "pope_adversarial_yes_ratio", "chair_s", "chair_i", "recall",
+             "colour_accuracy")
     lines = ["(each cell: value, then for methods other than greedy the difference to greedy and its"
              " 95% paired-bootstrap interval)"]
     for split in dict.fromkeys(s.split for s in scores):

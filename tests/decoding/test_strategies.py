@@ -82,7 +82,7 @@ def test_vcd_noise_follows_the_reference_schedule():
     ("vcd", {"alpha": -1}, "alpha"), ("vcd", {"alpha": 1e6}, "alpha"), ("sid", {"beta": 1.5}, "beta"),
     ("sid", {"keep_ratio": 0}, "keep_ratio"), ("sid", {"keep_ratio": 1.2}, "keep_ratio"),
     ("vcd", {"noise_step": 1000}, "noise_step"), ("vcd", {"noise_step": -1}, "noise_step"),
-    ("nonsense", {}, "greedy"),
+    ("nonsense", {}, "greedy"), ("sid", {"noise_step": 3}, "keep_ratio"),
 ])
 def test_bad_parameters_name_the_valid_range(name, params, needle):
     with pytest.raises(InputError, match=needle):
@@ -96,3 +96,12 @@ def test_sid_layer_beyond_depth(untrained_world):
     with pytest.raises(InputError, match="beyond the model's depth"):
         untrained_world.generate(prepared, 2, strategy_by_name("sid", layer=untrained_world.n_layers))
     assert set(STRATEGIES) >= {"greedy", "sampling", "vcd", "sid", "icd"}
+
+
+def test_settings_parse_into_method_parameters():
+    from studio.decoding import parse_settings
+    assert parse_settings(["sid.layer=3", "sid.keep_ratio=0.5", "vcd.alpha=1"]) == {
+        "sid": {"layer": 3, "keep_ratio": 0.5}, "vcd": {"alpha": 1}}
+    assert strategy_by_name("sid", **parse_settings(["sid.layer=3"])["sid"]).layer == 3
+    with pytest.raises(InputError, match="METHOD.PARAM=VALUE"):
+        parse_settings(["layer=3"])

@@ -37,9 +37,11 @@ def test_bootstrap_metrics_agree_with_the_plain_report():
     scenes = [Scene([SceneObject("cross", "purple", "large", 0, 0)], seed=1),
               Scene([SceneObject("heart", "red", "small", 1, 2), SceneObject("star", "yellow", "large", 2, 2)], seed=2)]
     records = [{"scene": scenes[0].to_dict(), "caption": "a large purple cross , a small orange ring .",
-                "pope": {"random": [["q", "yes", "yes"], ["q", "no", "yes"]]}, "questions": []},
+                "pope": {"random": [["q", "yes", "yes"], ["q", "no", "yes"]]},
+                "questions": [["colour", "q", "purple", "purple"], ["size", "q", "large", "small"]]},
                {"scene": scenes[1].to_dict(), "caption": "a small red heart .",
-                "pope": {"random": [["q", "yes", "no"], ["q", "no", "no"]]}, "questions": []}]
+                "pope": {"random": [["q", "yes", "no"], ["q", "no", "no"]]},
+                "questions": [["colour", "q", "red", "orange "], ["size", "q", "small", "small"]]}]
     report = summarise("x", scenes, records)
     counts = [scene_counts(r) for r in records]
     metrics = metrics_from({k: sum(c[k] for c in counts) for k in counts[0]})
@@ -47,3 +49,5 @@ def test_bootstrap_metrics_agree_with_the_plain_report():
     assert metrics["pope_random_f1"] == report.pope["random"].f1
     assert (metrics["chair_i"], metrics["chair_s"], metrics["recall"]) == (
         report.chair.chair_i, report.chair.chair_s, report.chair.recall)
+    assert metrics["colour_accuracy"] == report.questions["colour"] == 0.5
+    assert metrics["size_accuracy"] == report.questions["size"] == 0.5
