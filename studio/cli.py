@@ -90,9 +90,15 @@ def cmd_world_train(args) -> int:
         steps = {k: v for k, v in (("vision_steps", args.vision_steps), ("joint_steps", args.joint_steps))
                  if v is not None}
         config = TrainConfig(seed=args.seed, device=args.device, **steps)
-    _, _, log = train(config, out_dir=args.out)
-    first, last = log.joint[0], sum(log.joint[-3:]) / len(log.joint[-3:])
-    print(f"saved to {args.out}; caption/question loss {first:.3f} -> {last:.3f}")
+    if args.continue_from:
+        from studio.world.train import continue_with_context
+        log = continue_with_context(args.continue_from, config, args.out)
+        losses = log.context
+    else:
+        _, _, log = train(config, out_dir=args.out)
+        losses = log.joint
+    first, last = losses[0], sum(losses[-3:]) / len(losses[-3:])
+    print(f"saved to {args.out}; loss {first:.3f} -> {last:.3f}")
     return 0
 
 
@@ -217,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-steps", type=int, default=None, help="vision pre-training steps (default 600)")
     p.add_argument("--joint-steps", type=int, default=None, help="caption/question steps (default 4000)")
     p.add_argument("--quick", action="store_true", help="a tiny model for a few steps (a smoke test)")
+    p.add_argument("--continue-from", metavar="DIR",
+                   help="run only the last phase (conflict context) on a model saved after phase 3")
     p.set_defaults(func=cmd_world_train)
 
     p = world.add_parser("eval", help="POPE, CHAIR and question accuracy per split")
