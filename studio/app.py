@@ -11,12 +11,14 @@ import functools
 import gradio as gr
 
 from studio.app_common import save_png, user_errors
+from studio.concepts_tab import build_concepts_tab
 from studio.errors import StudioError
 from studio.images import load_image
 from studio.inspect_tab import build_inspect_tab
 from studio.mitigate_tab import build_mitigate_tab
 from studio.samples import load_samples, scene_of
 from studio.session import Generation, ModelSession
+from studio.steer_tab import build_steer_tab
 from studio.world.language import caption
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -71,8 +73,9 @@ def generate(session: ModelSession, image_path: str | None, prompt: str, max_new
     return highlighted, rows, status
 
 
-def build_app(session: ModelSession) -> gr.Blocks:
-    """The studio's Blocks app over one model session: shared inputs, then one tab per task."""
+def build_app(session: ModelSession, concepts: str | None = None, steering: str | None = None) -> gr.Blocks:
+    """The studio's Blocks app over one model session: shared inputs, then one tab per task.
+    ``concepts`` / ``steering``: folders of a dictionary and a preference fit (default: assets)."""
     samples = load_samples()
     with gr.Blocks(title="vlm-studio") as demo:
         gr.Markdown(f"## vlm-studio\nModel: `{session.source}` ({session.adapter.family}, "
@@ -100,6 +103,10 @@ def build_app(session: ModelSession) -> gr.Blocks:
                 build_inspect_tab(session, image, prompt, max_new)
             with gr.Tab("Mitigate"):
                 build_mitigate_tab(session, image, prompt, max_new)
+            with gr.Tab("Concepts"):
+                build_concepts_tab(session, image, prompt, max_new, concepts)
+            with gr.Tab("Steer"):
+                build_steer_tab(session, image, prompt, max_new, steering)
         gallery.select(pick_sample, None, [image, truth], api_name="pick_sample")
         upload.upload(load_upload, upload, [image, truth], api_name="load_image")
         run.click(functools.partial(generate, session), [image, prompt, max_new], [answer, table, status],

@@ -1,4 +1,5 @@
-"""vlm-studio: launch the studio, describe an image, run a probe, train/evaluate/sample the world.
+"""vlm-studio: launch the studio, describe an image, run a probe, train/evaluate/sample the world,
+train concept dictionaries, fit and sweep modality-preference steering.
 
 Every user-facing failure ends the command with exit code 2 and one line ``error: ...``.
 """
@@ -32,7 +33,7 @@ def _session(args):
 
 def cmd_launch(args) -> int:
     from studio.app import build_app
-    app = build_app(_session(args))
+    app = build_app(_session(args), concepts=args.concepts, steering=args.steering)
     app.queue().launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False)
     return 0
 
@@ -140,14 +141,20 @@ def cmd_world_eval(args) -> int:
 
 def _compare_methods(args, session, splits: list[str]) -> int:
     from studio.decoding import parse_settings, strategy_by_name
-    from studio.world.compare import compare_methods, comparison_dict, format_comparison
+    from studio.world.compare import (
+        compare_methods,
+        comparison_dict,
+        format_comparison,
+        strategy_answerer,
+    )
     names = ["greedy"] + [m for m in args.methods.split(",") if m and m != "greedy"]
     settings = parse_settings(args.set)
     stray = sorted(set(settings) - set(names))
     if stray:
         raise InputError(f"--set names methods not in --methods: {', '.join(stray)}")
     strategies = {name: strategy_by_name(name, **settings.get(name, {})) for name in names}
-    scores = compare_methods(session, strategies, splits, args.n, seed=args.seed)
+    answerers = {name: strategy_answerer(session, s) for name, s in strategies.items()}
+    scores = compare_methods(answerers, splits, args.n, seed=args.seed)
     print(format_comparison(scores))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed,
                "methods": {n: asdict(s) | {"name": n} for n, s in strategies.items()},
@@ -190,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 to expose)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--concepts", metavar="DIR", help="concept dictionary folder (default: assets/concepts)")
+    p.add_argument("--steering", metavar="DIR", help="preference direction folder (default: assets/steering)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("describe", help="answer one prompt about one image and print the answer")
@@ -246,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="first scene seed")
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
+
+    from studio.cli_representations import add_commands
+    add_commands(sub, _model_args, lambda command: lambda args: command(args, _session(args)))
     return parser
 
 

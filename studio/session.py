@@ -209,7 +209,7 @@ class ModelSession:
         if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
             raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_new_tokens}")
         strategy = strategy or Greedy()
-        eos = self._eos_ids()
+        eos = self.eos_ids
         inputs = strategy.batch(self, prepared)
         processors = strategy.processors(self, prepared)
         with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, inputs) as hook_trace:
@@ -246,14 +246,16 @@ class ModelSession:
                 torch.manual_seed(strategy.seed)
             out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
                                       logits_processor=strategy.processors(self, None),
-                                      eos_token_id=self._eos_ids(), pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
                                       **_sampling_defaults(strategy))
         new = out[: len(prompts), inputs["input_ids"].shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
-    def _eos_ids(self) -> list[int]:
+    @property
+    def eos_ids(self) -> list[int]:
+        """Token ids that end an answer (generation config and tokenizer)."""
         ids = self.model.generation_config.eos_token_id
-        ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+        ids = list(ids) if isinstance(ids, list) else [ids] if ids is not None else []
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids

@@ -13,6 +13,7 @@ import numpy as np
 
 from studio.world.evaluate import (
     POPE_KINDS,
+    Answer,
     chair_counts,
     evaluate_split,
     pope_counts,
@@ -86,20 +87,25 @@ def bootstrap(method: list[dict], greedy: list[dict], n_boot: int = 1000, seed: 
     return ci, diff, diff_ci
 
 
-def compare_methods(session, strategies: dict, splits: list[str], n_scenes: int, seed: int = 0,
+def strategy_answerer(session, strategy) -> Answer:
+    """An :data:`Answer` function decoding with ``strategy`` (checked against the model first)."""
+    strategy.check(session)
+
+    def answer(images, prompts, max_new_tokens):
+        return session.answer_batch(images, prompts, max_new_tokens, strategy)
+    return answer
+
+
+def compare_methods(answerers: dict[str, Answer], splits: list[str], n_scenes: int, seed: int = 0,
                     progress: bool = True) -> list[MethodScore]:
-    """Score every strategy (name -> DecodingStrategy; must include "greedy") on every split."""
-    for strategy in strategies.values():
-        strategy.check(session)
+    """Score every method (name -> answer function; must include "greedy") on every split."""
     scores = []
     for split in splits:
         counts = {}
-        for name, strategy in strategies.items():
-            def answer(images, prompts, max_new_tokens, strategy=strategy):
-                return session.answer_batch(images, prompts, max_new_tokens, strategy)
+        for name, answer in answerers.items():
             _, records = evaluate_split(answer, split, n_scenes, seed=seed, progress=progress)
             counts[name] = [scene_counts(r) for r in records]
-        for name in strategies:
+        for name in answerers:
             ci, diff, diff_ci = bootstrap(counts[name], counts["greedy"], seed=seed)
             total = {k: sum(c[k] for c in counts[name]) for k in counts[name][0]}
             scores.append(MethodScore(name, split, metrics_from(total), ci, diff, diff_ci))

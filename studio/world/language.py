@@ -100,10 +100,14 @@ def mentioned_kinds(text: str) -> list[str]:
     return [k for k in map(kind_of, words) if k]
 
 
+CONTEXT_WORDS = ("answer", "from", "text")
+
+
 def vocabulary() -> list[str]:
-    """Every word the world's language uses, in a fixed order."""
+    """Every word the world's language uses, in a fixed order; the words of the modality
+    conflict prompts (:mod:`studio.world.conflict`) come last, so the earlier ids never move."""
     words = ["a", ",", ".", "?", "describe", "the", "image", "how", "many", "objects", "are",
              "there", "is", "what", "color", "size", "where", "row", "column", "yes", "no"]
     words += list(KINDS) + list(COLOURS) + list(SIZES) + list(NUMBERS)
     assert GRID < len(NUMBERS)
-    return list(dict.fromkeys(words))
+    return list(dict.fromkeys(words + list(CONTEXT_WORDS)))

@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from studio.world.language import vocabulary
+from studio.world.language import CONTEXT_WORDS, vocabulary
 from studio.world.render import IMAGE_SIZE
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "<|end|>", "<unk>"
@@ -88,13 +88,19 @@ def build_processor() -> LlavaProcessor:
         chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
 
 
-def build_config(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = WorldModelSize()) -> LlavaConfig:
+def base_vocab_size(tokenizer: PreTrainedTokenizerFast) -> int:
+    """The vocabulary of training phases 1-3, before the conflict words join (phase 4)."""
+    return len(tokenizer) - len(CONTEXT_WORDS)
+
+
+def build_config(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = WorldModelSize(),
+                 vocab_size: int | None = None) -> LlavaConfig:
     vision = CLIPVisionConfig(
         hidden_size=size.vision_hidden, intermediate_size=size.vision_mlp,
         num_hidden_layers=size.vision_layers, num_attention_heads=size.vision_heads,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=size.vision_hidden)
     text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=size.text_hidden, intermediate_size=size.text_mlp,
+        vocab_size=vocab_size or len(tokenizer), hidden_size=size.text_hidden, intermediate_size=size.text_mlp,
         num_hidden_layers=size.text_layers, num_attention_heads=size.text_heads,
         num_key_value_heads=size.text_heads, max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -107,12 +113,50 @@ def build_config(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = Worl
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = WorldModelSize(),
-                seed: int = 0) -> LlavaForConditionalGeneration:
+                seed: int = 0, vocab_size: int | None = None) -> LlavaForConditionalGeneration:
     """A freshly initialised world model; the seed fixes its initial weights."""
     torch.manual_seed(seed)
-    config = build_config(tokenizer, size)
+    config = build_config(tokenizer, size, vocab_size)
     config.text_config.pad_token_id = tokenizer.pad_token_id
     model = LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
+
+
+def extend_vocabulary(model: LlavaForConditionalGeneration, vocab_size: int, seed: int = 0) -> None:
+    """Grow the input and output embeddings to ``vocab_size`` rows; new rows start at the mean
+    of the old ones plus small seeded noise, so existing tokens keep their exact weights."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old:
+        return
+    generator = torch.Generator().manual_seed(seed)
+    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+        weight = module.weight.data
+        fresh = weight.mean(0, keepdim=True) + 0.02 * torch.randn(vocab_size - old, weight.shape[1], generator=generator)
+        module.weight = torch.nn.Parameter(torch.cat([weight, fresh.to(weight.dtype)]))
+        if isinstance(module, torch.nn.Embedding):
+            module.num_embeddings = vocab_size
+        else:
+            module.out_features = vocab_size
+    model.config.text_config.vocab_size = vocab_size
+
+
+def chat_batch(processor, images: list, prompts: list[str], answers: list[str]) -> dict:
+    """Teacher-forced chat inputs (user: image + prompt, assistant: answer), right-padded."""
+    texts = [processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]},
+         {"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
+    return processor(images=images, text=texts, return_tensors="pt", padding=True, padding_side="right")
+
+
+def answer_labels(batch: dict, tokenizer) -> torch.Tensor:
+    """Labels of a :func:`chat_batch`: the answer tokens, everything else -100."""
+    labels = batch["input_ids"].clone()
+    assistant = tokenizer.convert_tokens_to_ids(ASSISTANT)
+    for row in labels:
+        cut = int((row == assistant).nonzero()[-1]) + 1
+        row[:cut] = -100
+    labels[batch["attention_mask"] == 0] = -100
+    labels[batch["input_ids"] == tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)] = -100
+    return labels

@@ -1,11 +1,12 @@
 """Train the embedded world model from scratch, reproducibly (fixed seed, fixed data stream).
 
-Two phases, because a vision tower trained end to end from captions alone learns slowly on
-a CPU budget: (1) the vision tower learns to classify every grid cell's kind, colour and
+Phases, because a vision tower trained end to end from captions alone learns slowly on a
+CPU budget: (1) the vision tower learns to classify every grid cell's kind, colour and
 size from its patch features; (2) the whole LLaVA model learns captions and questions with
 the loss on answer tokens only; (3) a question phase with more existence, colour and
 position questions and the loss averaged per example, because in phase 2 the token-averaged
-loss lets long captions drown one-word answers (measured: existence questions at chance).
+loss lets long captions drown one-word answers (measured: existence questions at chance);
+(4) text claims in the prompt that may conflict with the image (modality preference).
 """
 from __future__ import annotations
 
@@ -20,15 +21,21 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from studio.errors import InputError
+from studio.world import conflict
 from studio.world.language import KINDS, QUESTION_WEIGHTS, TASK_WEIGHTS, sample_example
 from studio.world.modelkit import (
-    IMAGE_TOKEN,
     WorldModelSize,
+    answer_labels,
+    base_vocab_size,
     build_model,
     build_processor,
+    chat_batch,
+    extend_vocabulary,
 )
 from studio.world.render import render
 from studio.world.scenes import COLOURS, GRID, SIZES, Scene, sample_scene
+
+CONTEXT_SHARE = 0.4
 
 
 @dataclass
@@ -39,6 +46,7 @@ class TrainConfig:
     vision_steps: int = 600
     joint_steps: int = 4000
     question_steps: tuple[int, ...] = (1500, 2000)
+    context_steps: int = 1500
     batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 100
@@ -48,12 +56,12 @@ class TrainConfig:
     @classmethod
     def quick(cls, seed: int = 0, device: str = "cpu") -> "TrainConfig":
         """A tiny model for a few steps: a smoke test that the loss falls (seconds on a CPU)."""
-        return cls(seed=seed, vision_steps=15, joint_steps=60, question_steps=(10,), batch_size=8, lr=3e-3, warmup=5,
-                   device=device,
+        return cls(seed=seed, vision_steps=15, joint_steps=60, question_steps=(10,), context_steps=10,
+                   batch_size=8, lr=3e-3, warmup=5, device=device,
                    size=WorldModelSize(48, 1, 2, 96, 48, 1, 2, 96))
 
     def __post_init__(self) -> None:
-        if self.vision_steps < 0 or min(self.question_steps, default=0) < 0 or self.joint_steps < 1 \
+        if min(self.vision_steps, self.context_steps, *self.question_steps) < 0 or self.joint_steps < 1 \
                 or self.batch_size < 1 or self.lr <= 0:
             raise InputError("vision steps must be >= 0, joint steps and batch size >= 1, and lr > 0")
 
@@ -65,6 +73,7 @@ class TrainLog:
     vision: list[float] = field(default_factory=list)
     joint: list[float] = field(default_factory=list)
     questions: list[float] = field(default_factory=list)
+    context: list[float] = field(default_factory=list)
     every: int = 10
 
 
@@ -106,22 +115,12 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 
 
 def _joint_batch(processor, scenes: list[Scene], rng: random.Random, device: str,
-                 weights: tuple[float, ...] = TASK_WEIGHTS) -> dict:
-    tok = processor.tokenizer
-    examples = [sample_example(s, rng, weights=weights) for s in scenes]
-    texts = [processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e.prompt}]},
-         {"role": "assistant", "content": e.answer}]) for e in examples]
-    batch = processor(images=[render(s) for s in scenes], text=texts, return_tensors="pt",
-                      padding=True, padding_side="right")
-    labels = batch["input_ids"].clone()
-    assistant = tok.convert_tokens_to_ids("<|assistant|>")
-    for row in labels:
-        cut = int((row == assistant).nonzero()[-1]) + 1
-        row[:cut] = -100
-    labels[batch["attention_mask"] == 0] = -100
-    labels[batch["input_ids"] == tok.convert_tokens_to_ids(IMAGE_TOKEN)] = -100
-    batch["labels"] = labels
+                 weights: tuple[float, ...] = TASK_WEIGHTS, context_share: float = 0.0) -> dict:
+    examples = [conflict.training_example(s, rng) if context_share and rng.random() < context_share
+                else sample_example(s, rng, weights=weights) for s in scenes]
+    batch = chat_batch(processor, [render(s) for s in scenes], [e.prompt for e in examples],
+                       [e.answer for e in examples])
+    batch["labels"] = answer_labels(batch, processor.tokenizer)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -133,7 +132,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
     """
     torch.manual_seed(config.seed)
     processor = build_processor()
-    model = build_model(processor.tokenizer, config.size, seed=config.seed).to(config.device)
+    model = build_model(processor.tokenizer, config.size, seed=config.seed,
+                        vocab_size=base_vocab_size(processor.tokenizer)).to(config.device)
     model.train()
     log = TrainLog()
 
@@ -162,6 +162,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
 
     for round_index in range(len(config.question_steps)):
         train_questions(model, processor, config, log, round_index, progress=progress, on_step=on_step)
+    train_context(model, processor, config, log, progress=progress, on_step=on_step)
     model.eval()
     if out_dir is not None:
         save(model, processor, out_dir, config, log)
@@ -195,6 +196,28 @@ def train_questions(model, processor, config: TrainConfig, log: TrainLog, round_
         _record(log.questions, log.every, step, loss.item(), bar, on_step, "questions")
 
 
+def train_context(model, processor, config: TrainConfig, log: TrainLog, progress: bool = True,
+                  on_step: Callable[[str, int, float], None] | None = None) -> None:
+    """Phase 4: the conflict words join the vocabulary and the model learns text claims in the
+    prompt (:mod:`studio.world.conflict`, 40% of examples) beside the question mixture, so it
+    acquires a measurable, steerable modality preference; per-example loss, stream seed + 10."""
+    torch.manual_seed(config.seed + 10)
+    extend_vocabulary(model, len(processor.tokenizer), seed=config.seed)
+    model.to(config.device).train()
+    steps = config.context_steps
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr / 2, weight_decay=0.01)
+    stream = config.seed + 10
+    rng = random.Random(stream)
+    bar = tqdm(range(steps), desc="conflict context", disable=not progress)
+    for step in bar:
+        batch = _joint_batch(processor, _scenes(step, config.batch_size, stream), rng, config.device,
+                             QUESTION_WEIGHTS, context_share=CONTEXT_SHARE)
+        labels = batch.pop("labels")
+        loss = per_example_loss(model(**batch).logits, labels)
+        _step(opt, loss, config.lr / 2 * _schedule(step, steps, config.warmup))
+        _record(log.context, log.every, step, loss.item(), bar, on_step, "context")
+
+
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
@@ -212,6 +235,26 @@ def _record(losses: list[float], every: int, step: int, loss: float, bar, on_ste
         on_step(phase, step, loss)
 
 
+def continue_with_context(init_dir: str | Path, config: TrainConfig, out_dir: str | Path,
+                          progress: bool = True) -> TrainLog:
+    """Run only phase 4 on a model already trained through phase 3 (saved in ``init_dir``)
+    and save the result; the same computation as the last phase of :func:`train`."""
+    import json
+
+    from transformers import LlavaForConditionalGeneration
+    init = Path(init_dir)
+    model = LlavaForConditionalGeneration.from_pretrained(init, use_safetensors=True).to(config.device)
+    processor = build_processor()
+    record = json.loads((init / "training.json").read_text())
+    if record.get("context_loss"):
+        raise InputError(f"{init} has already been through the conflict phase")
+    log = TrainLog(vision=record["vision_loss"], joint=record["joint_loss"], questions=record["question_loss"])
+    train_context(model, processor, config, log, progress=progress)
+    model.eval()
+    save(model, processor, out_dir, config, log)
+    return log
+
+
 def save(model, processor, out_dir: str | Path, config: TrainConfig, log: TrainLog) -> Path:
     """Write the model (safetensors only), processor and training record into ``out_dir``."""
     import json
@@ -220,6 +263,6 @@ def save(model, processor, out_dir: str | Path, config: TrainConfig, log: TrainL
     model.save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     record = {"train_config": asdict(config), "loss_every": log.every,
-              "vision_loss": log.vision, "joint_loss": log.joint, "question_loss": log.questions}
+              "vision_loss": log.vision, "joint_loss": log.joint, "question_loss": log.questions, "context_loss": log.context}
     (out / "training.json").write_text(json.dumps(record, indent=1))
     return out

@@ -1,0 +1,154 @@
+"""Residual-stream activations over world scenes, streamed to disk in shards.
+
+Each scene is read teacher-forced (the caption prompt and its ground-truth caption), and the
+output of one decoder layer is kept at every image-patch position and every word after the
+image (prompt and caption). Rows are written in safetensors shards of bounded size, so memory stays flat however
+many scenes are collected; a shard is written to a temporary name and renamed when complete,
+and ``meta.json`` (written last) marks the set as whole.
+
+Row metadata (``meta`` int32 [n, 4]): scene seed, position kind (0 patch, 1 word), patch index
+in the row-major grid (-1 for words), token id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from studio.errors import InputError
+from studio.hooks import forward_hooks, output_tensor
+from studio.world.language import CAPTION_PROMPT, caption
+from studio.world.modelkit import chat_batch
+from studio.world.render import render
+from studio.world.scenes import sample_scene
+
+PATCH, WORD = 0, 1
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What to collect: ``n_scenes`` scenes of ``split`` (seeds ``start``..), decoder ``layer``."""
+
+    layer: int
+    n_scenes: int = 2000
+    split: str = "train"
+    start: int = 0
+    batch: int = 32
+    shard_rows: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.n_scenes < 1 or self.batch < 1 or self.shard_rows < 1:
+            raise InputError("n_scenes, batch and shard_rows must be at least 1")
+
+
+def model_fingerprint(model) -> str:
+    """A short digest of the model's config and a strided sample of its unembedding, so
+    activations and dictionaries can refuse a different model."""
+    import hashlib
+    config = model.config.to_json_string(use_diff=False)
+    weight = model.get_output_embeddings().weight.detach().flatten()
+    sample = weight[:: max(1, weight.numel() // 4096)].float().cpu().numpy().tobytes()
+    return hashlib.sha256(config.encode() + sample).hexdigest()[:16]
+
+
+def _layer_rows(session, inputs: dict, hidden: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = inputs["input_ids"]
+    image_id = session.adapter.image_token_id()
+    specials = set(session.tokenizer.all_special_ids)
+    acts, meta = [], []
+    for b, seed in enumerate(seeds):
+        row = ids[b].tolist()
+        patches = [i for i, t in enumerate(row) if t == image_id]
+        words = [i for i in range(patches[-1] + 1, len(row)) if row[i] not in specials]
+        for kind, positions in ((PATCH, patches), (WORD, words)):
+            acts.append(hidden[b, positions])
+            meta += [[seed, kind, n if kind == PATCH else -1, row[p]] for n, p in enumerate(positions)]
+    return torch.cat(acts), torch.tensor(meta, dtype=torch.int32)
+
+
+def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool = True) -> "ActivationSet":
+    """Run the scenes through the session's model and write the layer's activations to ``out_dir``."""
+    if not 0 <= config.layer < session.n_layers:
+        raise InputError(f"layer {config.layer} is out of range: choose 0..{session.n_layers - 1}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META_FILE).unlink(missing_ok=True)
+    layer = session.adapter.decoder_layers()[config.layer]
+    buffer_a, buffer_m, shards, rows = [], [], [], 0
+    bar = tqdm(total=config.n_scenes, desc=f"activations layer {config.layer}", disable=not progress)
+    for first in range(config.start, config.start + config.n_scenes, config.batch):
+        seeds = list(range(first, min(first + config.batch, config.start + config.n_scenes)))
+        scenes = [sample_scene(s, config.split) for s in seeds]
+        inputs = chat_batch(session.processor, [render(s) for s in scenes], [CAPTION_PROMPT] * len(scenes),
+                            [caption(s) for s in scenes]).to(session.device)
+        kept = []
+        with session.lock, torch.inference_mode(), forward_hooks([(layer, lambda m, a, o: kept.append(output_tensor(o)))]):
+            session.model(**inputs)
+        acts, meta = _layer_rows(session, inputs, kept[0].float().cpu(), seeds)
+        buffer_a.append(acts)
+        buffer_m.append(meta)
+        rows += len(acts)
+        if sum(len(a) for a in buffer_a) >= config.shard_rows:
+            shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
+            buffer_a, buffer_m = [], []
+        bar.update(len(seeds))
+    bar.close()
+    if buffer_a:
+        shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
+    meta = {"config": asdict(config), "model": model_fingerprint(session.model), "rows": rows,
+            "d_model": int(acts.shape[1]), "shards": shards}
+    _write_text(out / META_FILE, json.dumps(meta, indent=1))
+    return ActivationSet(out)
+
+
+def _write_shard(out: Path, index: int, acts: list, meta: list) -> str:
+    name = f"shard_{index:04d}.safetensors"
+    tmp = out / f".{name}.tmp"
+    save_file({"acts": torch.cat(acts).contiguous(), "meta": torch.cat(meta).contiguous()}, str(tmp))
+    os.replace(tmp, out / name)
+    return name
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ActivationSet:
+    """A collected set on disk: metadata, whole-set loading and shuffled training batches."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / META_FILE
+        if not meta_path.is_file():
+            raise InputError(f"{self.folder} holds no complete activation set (no {META_FILE})")
+        self.meta = json.loads(meta_path.read_text())
+        self.layer = self.meta["config"]["layer"]
+        self.d_model = self.meta["d_model"]
+
+    def __len__(self) -> int:
+        return self.meta["rows"]
+
+    def load(self) -> tuple[torch.Tensor, np.ndarray]:
+        """All activations [n, d] and their metadata [n, 4] in memory."""
+        parts = [load_file(str(self.folder / s)) for s in self.meta["shards"]]
+        return torch.cat([p["acts"] for p in parts]), torch.cat([p["meta"] for p in parts]).numpy()
+
+    def batches(self, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]:
+        """Endless shuffled batches, one shard in memory at a time (shards visited in random order)."""
+        rng = np.random.default_rng(seed)
+        while True:
+            for shard in rng.permutation(self.meta["shards"]):
+                acts = load_file(str(self.folder / shard))["acts"]
+                order = torch.from_numpy(rng.permutation(len(acts)))
+                for start in range(0, len(acts) - batch_size + 1, batch_size):
+                    yield acts[order[start:start + batch_size]]

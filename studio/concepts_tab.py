@@ -1,0 +1,137 @@
+"""The "Concepts" tab: a sparse-autoencoder dictionary's feature map, each feature's grounding
+(top patches, words, heat map on the current image) and clamping a feature during generation."""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from studio.app_common import user_errors
+from studio.concepts.dictionary import top_words
+from studio.concepts.explore import (
+    Dictionary,
+    activations,
+    clamp_generate,
+    image_heat,
+    top_crops,
+)
+from studio.errors import InputError, StudioError
+from studio.session import ModelSession
+from views.common import grid_figure
+from views.concepts import crops_figure, feature_map, top_features_table, words_figure
+
+DEFAULT_DICTIONARY = Path(__file__).resolve().parent.parent / "assets" / "concepts"
+
+
+def load_dictionary(session: ModelSession, folder: str | Path | None) -> tuple[Dictionary | None, str]:
+    """The dictionary for this session, or None and the reason (shown in the tab)."""
+    folder = Path(folder) if folder else DEFAULT_DICTIONARY
+    try:
+        return Dictionary.load(folder, session), ""
+    except StudioError as err:
+        return None, (f"No concept dictionary for this model ({err}). Train one with "
+                      f"`vlm-studio concepts train --out DIR` and launch with `--concepts DIR`.")
+
+
+def quality_text(dictionary: Dictionary) -> str:
+    q = dictionary.info.get("quality", {})
+    if not q:
+        return f"Layer {dictionary.layer}, {dictionary.n_features} features."
+    return (f"Layer {dictionary.layer}, {dictionary.n_features} features · explained variance "
+            f"{q['explained_variance']:.3f} · L0 {q['l0']:.1f} · dead {q['dead_share']:.1%} · caption loss "
+            f"{q['loss_clean']:.3f} → {q['loss_spliced']:.3f} spliced · attribute values with a feature of "
+            f"AUROC ≥ 0.9: {q['pure_share']:.0%}")
+
+
+def _dictionary(dictionary: Dictionary | None) -> Dictionary:
+    if dictionary is None:
+        raise InputError("no concept dictionary is loaded for this model")
+    return dictionary
+
+
+@user_errors
+def show_feature(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
+                 feature: float) -> tuple:
+    """A feature's grounding: top held-out patches, top words, heat map on the current image, map."""
+    d = _dictionary(dictionary)
+    f = d.check_feature(int(feature))
+    info = d.info.get("features", [])
+    label = f"{info[f]['attribute']}={info[f]['value']} (AUROC {info[f]['auroc']:.2f})" if info else ""
+    crops = crops_figure(top_crops(d, f), f"feature {f} {label}: strongest held-out patches")
+    direction = d.sae.W_dec[f].detach().float().cpu().numpy()[None]
+    words, scores = zip(*top_words(session, direction, n=8)[0])
+    heat = None
+    if image_path is not None:
+        prepared = session.prepare(image_path, prompt)
+        acts = activations(session, d, prepared)[:, f]
+        grid = prepared.token_map.grids[prepared.token_map.main_grid]
+        heat = grid_figure(np.asarray(prepared.image), asdict(grid), image_heat(prepared.token_map, acts),
+                           f"feature {f} on this image", colorbar="activation")
+    figure = feature_map(d.info["umap"], info, f) if "umap" in d.info else None
+    return crops, words_figure(list(words), list(scores), f"feature {f}: words it promotes"), heat, figure
+
+
+@user_errors
+def image_features(session: ModelSession, dictionary: Dictionary | None, image_path: str | None,
+                   prompt: str) -> list[list]:
+    """The features most active on the current image's patches."""
+    d = _dictionary(dictionary)
+    if image_path is None:
+        raise InputError("pick a sample or upload an image first")
+    prepared = session.prepare(image_path, prompt)
+    acts = activations(session, d, prepared)[prepared.token_map.image_positions]
+    return top_features_table(acts.max(0), d.info.get("features", []))
+
+
+@user_errors
+def clamp(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
+          max_new_tokens: float, feature: float, value: float, where: str) -> tuple[str, str]:
+    """The answer as it is and with the feature clamped (at the image positions or everywhere)."""
+    d = _dictionary(dictionary)
+    if image_path is None:
+        raise InputError("pick a sample or upload an image first")
+    prepared = session.prepare(image_path, prompt)
+    plain = session.generate(prepared, int(max_new_tokens)).text
+    ids = clamp_generate(session, d, prepared, int(feature), float(value), where, int(max_new_tokens))
+    return plain, session.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def pick_feature(rows, evt: gr.SelectData) -> int:
+    return int(rows.iloc[evt.index[0], 0]) if hasattr(rows, "iloc") else int(rows[evt.index[0]][0])
+
+
+def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
+                       folder: str | Path | None = None) -> None:
+    """Lay out the Concepts tab inside the current Blocks context and wire its events."""
+    dictionary, problem = load_dictionary(session, folder)
+    if dictionary is None:
+        gr.Markdown(problem)
+        return
+    gr.Markdown(quality_text(dictionary))
+    with gr.Row():
+        the_map = gr.Plot(feature_map(dictionary.info["umap"], dictionary.info.get("features", []))
+                          if "umap" in dictionary.info else None, label="feature map")
+        with gr.Column():
+            feature = gr.Number(0, precision=0, label=f"feature (0..{dictionary.n_features - 1})")
+            show = gr.Button("Show feature", variant="primary")
+            on_image = gr.Button("Features on this image")
+            table = gr.Dataframe(headers=["feature", "max on image", "best attribute", "AUROC"], interactive=False)
+    with gr.Row():
+        crops, words, heat = gr.Plot(label="top patches"), gr.Plot(label="words"), gr.Plot(label="on this image")
+    with gr.Row():
+        value = gr.Number(10.0, label="clamp value")
+        where = gr.Radio(["image", "all"], value="image", label="clamp at")
+        run = gr.Button("Clamp and generate")
+    with gr.Row():
+        plain, clamped = gr.Textbox(label="answer"), gr.Textbox(label="answer with the feature clamped")
+    bound = functools.partial
+    show.click(bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
+               api_name="show_feature")
+    on_image.click(bound(image_features, session, dictionary), [image, prompt], table, api_name="image_features")
+    table.select(pick_feature, table, feature).then(
+        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map])
+    run.click(bound(clamp, session, dictionary), [image, prompt, max_new, feature, value, where], [plain, clamped],
+              api_name="clamp")

@@ -1,0 +1,77 @@
+"""The "Steer" tab: the modality-preference probe curve, the alpha sweep, and a live alpha that
+regenerates the current answer with the preference direction added (an nnsight trace)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import gradio as gr
+
+from studio.app_common import user_errors
+from studio.errors import InputError, StudioError
+from studio.interventions import generate_with_edits
+from studio.session import ModelSession
+from studio.steering import MAX_ALPHA, DirectionFit, steering_edits
+from views.steering import alpha_curve, probe_curve
+
+DEFAULT_STEERING = Path(__file__).resolve().parent.parent / "assets" / "steering"
+
+
+def load_fit(session: ModelSession, folder: str | Path | None) -> tuple[DirectionFit | None, str]:
+    """The saved preference fit for this session, or None and the reason (shown in the tab)."""
+    try:
+        return DirectionFit.load(Path(folder) if folder else DEFAULT_STEERING, session), ""
+    except StudioError as err:
+        return None, (f"No modality-preference direction for this model ({err}). Fit one with "
+                      f"`vlm-studio steer fit --out DIR` and launch with `--steering DIR`.")
+
+
+def parse_layers(text: str, n_layers: int) -> list[int]:
+    try:
+        layers = sorted({int(x) for x in str(text).replace(" ", "").split(",") if x})
+    except ValueError:
+        raise InputError(f"layers must be comma-separated integers, e.g. 1,2; got {text!r}") from None
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad or not layers:
+        raise InputError(f"layers must be within 0..{n_layers - 1}; got {text!r}")
+    return layers
+
+
+@user_errors
+def steer(session: ModelSession, fit: DirectionFit | None, image_path: str | None, prompt: str,
+          max_new_tokens: float, alpha: float, layers: str) -> tuple:
+    """The answer unsteered and steered by ``alpha`` at ``layers``, and the sweep with alpha marked."""
+    if fit is None:
+        raise InputError("no preference direction is loaded for this model")
+    prepared = session.prepare(image_path, prompt)
+    chosen = parse_layers(layers, session.n_layers)
+    edits = steering_edits(fit.directions, chosen, float(alpha))
+    plain = session.generate(prepared, int(max_new_tokens)).text
+    ids = generate_with_edits(session, prepared.inputs, edits, int(max_new_tokens))[0]
+    steered = session.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
+    return plain, steered, curve
+
+
+def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
+                    folder: str | Path | None = None) -> None:
+    """Lay out the Steer tab inside the current Blocks context and wire its events."""
+    fit, problem = load_fit(session, folder)
+    if fit is None:
+        gr.Markdown(problem)
+        return
+    layers_default = ",".join(str(x) for x in fit.extra.get("layers", [0]))
+    gr.Markdown("Try a conflict prompt, e.g. `the circle is red . what color is the circle ?` on a scene "
+                "with a circle of another colour; positive α pushes the answer toward the image.")
+    with gr.Row():
+        gr.Plot(probe_curve(fit.probe_accuracy, fit.extra.get("layers", [])), label="probe accuracy by layer")
+        curve = gr.Plot(alpha_curve(fit.extra["sweep"]) if "sweep" in fit.extra else None, label="α sweep")
+    with gr.Row():
+        alpha = gr.Slider(-MAX_ALPHA, MAX_ALPHA, value=2.0, step=0.25, label="α (toward the image > 0 > toward the text)")
+        layers = gr.Textbox(layers_default, label="layers to steer")
+        run = gr.Button("Steer", variant="primary")
+    with gr.Row():
+        plain, steered = gr.Textbox(label="answer"), gr.Textbox(label="steered answer")
+    handler = functools.partial(steer, session, fit)
+    run.click(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve], api_name="steer")
+    alpha.release(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve])

@@ -1,0 +1,124 @@
+"""Concept dictionaries on an untrained world model: collection, sae-lens training and format,
+quality measures, and the clamping splice (a no-op at a feature's own value)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from studio.concepts.activations import PATCH, WORD, ActivationSet, CollectConfig, collect
+from studio.concepts.dictionary import learn_concepts, semi_nmf
+from studio.concepts.explore import Dictionary, activations, clamp_generate, image_heat
+from studio.concepts.labels import attribute_values, patch_labels
+from studio.concepts.quality import auroc_columns
+from studio.concepts.sae import DictionaryConfig, check_matches, load_sae, save_sae, train_sae
+from studio.errors import InputError
+from studio.hooks import hook_count
+from studio.world.render import render
+from studio.world.scenes import sample_scene
+
+
+@pytest.fixture(scope="module")
+def acts(untrained_world, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("acts")
+    return collect(untrained_world, CollectConfig(layer=1, n_scenes=10, batch=4, shard_rows=300), folder,
+                   progress=False)
+
+
+@pytest.fixture(scope="module")
+def dictionary(untrained_world, acts, tmp_path_factory):
+    sae = train_sae(acts, DictionaryConfig(d_sae=32, k=4, steps=20, batch=64))
+    folder = save_sae(sae, tmp_path_factory.mktemp("sae") / "dict", {"grid_side": 8})
+    return folder, Dictionary.load(folder, untrained_world)
+
+
+def test_collection_streams_shards_with_patch_and_word_rows(acts, untrained_world):
+    data, meta = acts.load()
+    assert len(acts.meta["shards"]) >= 2 and data.shape == (len(acts), untrained_world.model.config.text_config.hidden_size)
+    per_scene = np.bincount(meta[meta[:, 1] == PATCH, 0])
+    assert (per_scene == 64).all() and sorted(set(meta[meta[:, 1] == PATCH, 2])) == list(range(64))
+    assert (meta[meta[:, 1] == WORD, 2] == -1).all() and (meta[:, 1] == WORD).sum() >= 10 * 5
+    batch = next(acts.batches(16))
+    assert batch.shape == (16, data.shape[1])
+
+
+def test_incomplete_activation_set_is_refused(tmp_path):
+    with pytest.raises(InputError, match="no complete activation set"):
+        ActivationSet(tmp_path)
+
+
+def test_sae_lens_format_round_trip_and_model_check(dictionary, untrained_world, embedded):
+    folder, d = dictionary
+    assert sorted(p.name for p in folder.iterdir()) == ["cfg.json", "sae_weights.safetensors", "studio.json"]
+    assert json.loads((folder / "cfg.json").read_text())["architecture"] == "topk"
+    again = load_sae(folder)
+    assert torch.equal(again.W_dec, d.sae.W_dec) and check_matches(again, untrained_world) == 1
+    with pytest.raises(InputError, match="width|another model"):
+        check_matches(again, embedded)
+    with pytest.raises(InputError, match="does not exist"):
+        d.check_feature(32)
+
+
+def test_clamping_a_feature_to_its_own_value_is_bit_identical(dictionary, untrained_world):
+    _, d = dictionary
+    prepared = untrained_world.prepare(render(sample_scene(3, "neutral")), "describe the image .")
+    before = hook_count(untrained_world.model)
+    plain = [t.id for t in untrained_world.generate(prepared, 8).tokens]
+    assert clamp_generate(untrained_world, d, prepared, 5, None, "all", 8) == plain
+    assert clamp_generate(untrained_world, d, prepared, 5, None, "image", 8) == plain
+    assert hook_count(untrained_world.model) == before
+    values = activations(untrained_world, d, prepared)
+    assert values.shape == (len(prepared.token_map), 32) and (values >= 0).all()
+    heat = image_heat(prepared.token_map, values[:, 0])
+    assert heat.shape == (8, 8) and np.isclose(heat.sum(), values[prepared.token_map.image_positions, 0].sum())
+
+
+def test_auroc_matches_the_rank_definition_with_ties():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random((200, 3)), 1) * (rng.random((200, 3)) > 0.5)
+    labels = rng.random(200) > 0.7
+    pos, neg = scores[labels], scores[~labels]
+    brute = [((pos[:, j, None] > neg[None, :, j]).mean() + 0.5 * (pos[:, j, None] == neg[None, :, j]).mean())
+             for j in range(3)]
+    assert np.allclose(auroc_columns(scores, labels), brute)
+
+
+def test_patch_labels_follow_the_scene():
+    scene = sample_scene(4, "neutral")
+    obj = scene.objects[0]
+    patch = (obj.row * 2) * 8 + obj.col * 2 + 1
+    labels = patch_labels(np.array([4]), np.array([patch]), "neutral", 8)[0]
+    names = attribute_values()
+    assert {names[j] for j in np.flatnonzero(labels)} == {
+        ("kind", obj.kind), ("colour", obj.colour), ("size", obj.size), ("position", f"r{obj.row}c{obj.col}")}
+
+
+def test_semi_nmf_keeps_activations_non_negative_and_reconstructs():
+    rng = np.random.default_rng(1)
+    basis = rng.normal(size=(3, 20))
+    z = rng.random((120, 3)) @ basis
+    v, u = semi_nmf(z, 3)
+    assert (v >= 0).all()
+    assert np.linalg.norm(z - v @ u) < 0.05 * np.linalg.norm(z)
+
+
+def test_word_concepts_from_the_activation_set(acts, untrained_world):
+    token = untrained_world.tokenizer.convert_tokens_to_ids("a")
+    concepts = learn_concepts(acts, token, "a", n_concepts=2)
+    assert concepts.concepts.shape == (2, acts.d_model) and (concepts.activations >= 0).all()
+    assert set(concepts.top_scenes(0, 3)) <= set(range(10))
+    with pytest.raises(InputError, match="occurs"):
+        learn_concepts(acts, untrained_world.tokenizer.convert_tokens_to_ids("heart"), "heart", n_concepts=50)
+
+
+def test_clamping_to_another_value_changes_the_logits(dictionary, untrained_world):
+    from studio.concepts.explore import clamp_edit
+    from studio.interventions import forward_with_edits
+    _, d = dictionary
+    prepared = untrained_world.prepare(render(sample_scene(3, "neutral")), "describe the image .")
+    plain = untrained_world.forward(prepared).logits
+    same = forward_with_edits(untrained_world, prepared.inputs, {1: clamp_edit(d, 5, None, None)})
+    moved = forward_with_edits(untrained_world, prepared.inputs, {1: clamp_edit(d, 5, 50.0, None)})
+    assert torch.equal(same, plain) and (moved - plain).abs().max() > 1e-3
+    with pytest.raises(InputError, match="clamp value"):
+        clamp_edit(d, 5, 1e9, None)
