@@ -17,7 +17,8 @@ def cmd_concepts_train(args, session) -> int:
                          sae=DictionaryConfig(d_sae=args.d_sae, k=args.k, steps=args.steps, seed=args.seed))
     quality = build(session, config, args.out, args.cache)
     q = quality.to_dict()
-    print(f"saved to {args.out}: explained variance {q['explained_variance']:.3f}, L0 {q['l0']:.1f}, "
+    print(f"saved to {args.out}: explained variance {q['explained_variance']:.4f} (patches "
+          f"{q['explained_variance_patches']:.4f}, words {q['explained_variance_words']:.4f}), L0 {q['l0']:.1f}, "
           f"dead {q['dead_share']:.1%}, loss {q['loss_clean']:.4f} -> {q['loss_spliced']:.4f} spliced, "
           f"attribute values with a feature of AUROC >= 0.9: {q['pure_share']:.0%}")
     return 0
@@ -66,8 +67,8 @@ def add_commands(sub, model_args, run) -> None:
     p.add_argument("--layer", type=int, default=1, help="decoder layer whose output the SAE reads")
     p.add_argument("--scenes", type=int, default=3000, help="training scenes")
     p.add_argument("--eval-scenes", type=int, default=300, help="held-out scenes for the quality figures")
-    p.add_argument("--d-sae", type=int, default=768, help="number of features")
-    p.add_argument("--k", type=int, default=12, help="active features per position (TopK)")
+    p.add_argument("--d-sae", type=int, default=512, help="number of features")
+    p.add_argument("--k", type=int, default=24, help="active features per position (TopK)")
     p.add_argument("--steps", type=int, default=3000, help="training steps of 256 activations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/concepts", help="folder for the dictionary (sae-lens format)")
@@ -80,7 +81,7 @@ def add_commands(sub, model_args, run) -> None:
     p = steer.add_parser("fit", help="fit preference directions on conflict items, sweep alpha, score the bias split")
     p.add_argument("--n", type=int, default=200, help="conflict items per instruction style")
     p.add_argument("--layers", help="layers to steer, e.g. 1,2 (default: the best probe layer)")
-    p.add_argument("--alphas", default="-2,-1,-0.5,0,0.5,1,2,3,4", help="comma-separated steering strengths")
+    p.add_argument("--alphas", default="-4,-2,-1,0,1,2,3,4,6,8", help="comma-separated steering strengths")
     p.add_argument("--chair-scenes", type=int, default=300,
                    help="bias/neutral scenes to score steering toward the image (0 to skip)")
     p.add_argument("--out", default="runs/steering", help="folder for preference.safetensors + preference.json")

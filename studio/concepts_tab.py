@@ -41,7 +41,8 @@ def quality_text(dictionary: Dictionary) -> str:
     if not q:
         return f"Layer {dictionary.layer}, {dictionary.n_features} features."
     return (f"Layer {dictionary.layer}, {dictionary.n_features} features · explained variance "
-            f"{q['explained_variance']:.3f} · L0 {q['l0']:.1f} · dead {q['dead_share']:.1%} · caption loss "
+            f"{q['explained_variance']:.4f} (patches {q.get('explained_variance_patches', float('nan')):.4f}, "
+            f"words {q.get('explained_variance_words', float('nan')):.4f}) · L0 {q['l0']:.1f} · dead {q['dead_share']:.1%} · caption loss "
             f"{q['loss_clean']:.3f} → {q['loss_spliced']:.3f} spliced · attribute values with a feature of "
             f"AUROC ≥ 0.9: {q['pure_share']:.0%}")
 

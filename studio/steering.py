@@ -234,7 +234,14 @@ def best_layer(fit: DirectionFit) -> int:
     return next(i for i, a in enumerate(fit.probe_accuracy) if a >= top - 0.01)
 
 
-def chosen_alpha(result: Sweep, style: str = "neutral") -> float | None:
-    """The smallest positive alpha reaching the target image ratio, if any."""
-    hits = [a for a, r in zip(result.alphas, result.image_ratio(style)) if a > 0 and r >= TARGET_IMAGE_RATIO]
-    return min(hits) if hits else None
+def chosen_alpha(result: Sweep, style: str = "neutral", max_accuracy_drop: float = 0.05) -> float | None:
+    """The positive alpha to score on the bias split: the smallest one reaching the target image
+    ratio, else the one with the highest ratio, among alphas whose matched accuracy stays within
+    ``max_accuracy_drop`` of alpha 0's (None when no positive alpha qualifies)."""
+    base = result.matched_accuracy[result.alphas.index(0.0)] if 0.0 in result.alphas else max(result.matched_accuracy)
+    ok = [(a, r) for a, r, acc in zip(result.alphas, result.image_ratio(style), result.matched_accuracy)
+          if a > 0 and acc >= base - max_accuracy_drop]
+    if not ok:
+        return None
+    hits = [a for a, r in ok if r >= TARGET_IMAGE_RATIO]
+    return min(hits) if hits else max(ok, key=lambda x: x[1])[0]

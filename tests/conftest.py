@@ -22,9 +22,33 @@ def embedded():
 
 @pytest.fixture(scope="session")
 def untrained_world():
-    """A freshly initialised (untrained) world model: same architecture and processor, fast to build."""
+    """A freshly initialised (untrained) world model: same architecture and processor, fast to build
+    (with the phase 1-3 vocabulary, as the world model has before its conflict phase)."""
     from studio.session import ModelSession
-    from studio.world.modelkit import WorldModelSize, build_model, build_processor
+    from studio.world.modelkit import WorldModelSize, base_vocab_size, build_model, build_processor
     processor = build_processor()
-    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128), seed=3)
+    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128), seed=3,
+                        vocab_size=base_vocab_size(processor.tokenizer))
     return ModelSession(model, processor)
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """Launch a Blocks app on a free local port and return a gradio_client for it; closed after the module."""
+    import socket
+
+    from gradio_client import Client
+    apps = []
+
+    def launch(app, concurrency: int = 1):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        app.queue(default_concurrency_limit=concurrency).launch(
+            server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        apps.append(app)
+        return Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+    yield launch
+    for app in apps:
+        app.close()

@@ -1,9 +1,8 @@
 """The launched studio driven through gradio_client, as a real client would."""
 import json
-import socket
 
 import pytest
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
 from PIL import Image
 
 from studio.app import build_app
@@ -12,21 +11,9 @@ from studio.world.render import render
 from studio.world.scenes import sample_scene
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client(embedded):
-    app = build_app(embedded)
-    port = free_port()
-    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    finally:
-        app.close()
+def client(embedded, serve):
+    return serve(build_app(embedded))
 
 
 def generate(client, path, prompt):

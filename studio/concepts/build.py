@@ -19,6 +19,7 @@ from studio.concepts.quality import (
     DictionaryQuality,
     attribute_aurocs,
     encode,
+    explained_variance,
     feature_attributes,
     purity,
     splice_loss,
@@ -34,11 +35,17 @@ TOP_PATCHES = 8
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Which layer, how many scenes to learn from and to score on, and the SAE itself."""
+    """Which layer, how many scenes to learn from and to score on, and the SAE itself.
+
+    Scoring uses fresh scenes of the training distribution (seeds from ``eval_start``, which
+    neither the SAE nor the world model saw) because only it holds every kind: the neutral
+    split has no cross."""
 
     layer: int = 1
     train_scenes: int = 3000
     eval_scenes: int = 300
+    eval_split: str = "train"
+    eval_start: int = 1_000_000
     loss_scenes: int = 64
     sae: DictionaryConfig = DictionaryConfig()
 
@@ -74,8 +81,8 @@ def build(session, config: BuildConfig, out_dir: str | Path, cache_dir: str | Pa
     cache = Path(cache_dir)
     train_set = collect(session, CollectConfig(config.layer, config.train_scenes), cache / f"train-l{config.layer}")
     sae = train_sae(train_set, config.sae, device=str(session.device))
-    held_out = collect(session, CollectConfig(config.layer, config.eval_scenes, split="neutral"),
-                       cache / f"eval-l{config.layer}")
+    held_out = collect(session, CollectConfig(config.layer, config.eval_scenes, split=config.eval_split,
+                                              start=config.eval_start), cache / f"eval-l{config.layer}")
     quality, extra = score(session, sae, held_out, config)
     extra |= {"build": asdict(config), "quality": quality.to_dict()}
     save_sae(sae, out_dir, extra)
@@ -86,18 +93,20 @@ def score(session, sae, held_out: ActivationSet, config: BuildConfig) -> tuple[D
     """Quality figures and the grounding saved for the app."""
     acts, meta = held_out.load()
     features = encode(sae, acts.to(sae.W_enc.device))
-    recon = sae.decode(features)
-    residual = ((acts - recon.cpu()) ** 2).sum()
-    explained = 1 - float(residual / ((acts - acts.mean(0)) ** 2).sum())
+    with torch.no_grad():
+        recon = sae.decode(features).cpu()
+    patches = torch.from_numpy(meta[:, 1] == PATCH)
     feats = features.cpu().numpy()
     side = math.isqrt(int((meta[:, 1] == PATCH).sum() // len(set(meta[:, 0].tolist()))))
-    aucs = attribute_aurocs(feats, meta, "neutral", side)
+    aucs = attribute_aurocs(feats, meta, config.eval_split, side)
     clean, spliced = splice_loss(session, sae, config.layer, *loss_inputs(session, config.loss_scenes))
     quality = DictionaryQuality(
-        explained_variance=explained, l0=float((feats > 0).sum(1).mean()),
+        explained_variance=explained_variance(acts, recon),
+        explained_variance_patches=explained_variance(acts[patches], recon[patches]),
+        explained_variance_words=explained_variance(acts[~patches], recon[~patches]), l0=float((feats > 0).sum(1).mean()),
         dead_share=float((feats.max(0) <= 0).mean()), loss_clean=clean, loss_spliced=spliced,
         purity=purity(aucs))
-    extra = {"layer": config.layer, "grid_side": side, "eval_split": "neutral",
+    extra = {"layer": config.layer, "grid_side": side, "eval_split": config.eval_split,
              "features": feature_attributes(aucs),
              "top_patches": top_patches(feats, meta), "umap": umap_map(sae, config.sae.seed)}
     return quality, extra

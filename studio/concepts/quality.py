@@ -21,6 +21,8 @@ class DictionaryQuality:
     """Quality figures of one SAE on a held-out activation set."""
 
     explained_variance: float
+    explained_variance_patches: float
+    explained_variance_words: float
     l0: float
     dead_share: float
     loss_clean: float
@@ -34,6 +36,11 @@ class DictionaryQuality:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"pure_share": self.pure_share}
+
+
+def explained_variance(x: torch.Tensor, recon: torch.Tensor) -> float:
+    """1 - residual variance / variance of ``x`` around its own mean (rows are samples)."""
+    return 1 - float(((x - recon) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
 
 
 def encode(sae, acts: torch.Tensor, batch: int = 4096) -> torch.Tensor:

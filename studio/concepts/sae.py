@@ -30,8 +30,8 @@ from studio.errors import InputError
 class DictionaryConfig:
     """SAE width and sparsity, and the training budget; defaults make the shipped dictionary."""
 
-    d_sae: int = 768
-    k: int = 12
+    d_sae: int = 512
+    k: int = 24
     steps: int = 3000
     batch: int = 256
     lr: float = 5e-4
@@ -74,6 +74,7 @@ def save_sae(sae, folder: str | Path, extra: dict | None = None) -> Path:
     out = Path(folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)
     try:
         sae.save_model(staging)
         (staging / "studio.json").write_text(json.dumps(extra or {}, indent=1))

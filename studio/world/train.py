@@ -162,7 +162,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
 
     for round_index in range(len(config.question_steps)):
         train_questions(model, processor, config, log, round_index, progress=progress, on_step=on_step)
-    train_context(model, processor, config, log, progress=progress, on_step=on_step)
+    if config.context_steps:
+        train_context(model, processor, config, log, progress=progress, on_step=on_step)
     model.eval()
     if out_dir is not None:
         save(model, processor, out_dir, config, log)

@@ -6,12 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from studio.concepts.activations import PATCH, WORD, ActivationSet, CollectConfig, collect
+from studio.concepts.activations import (
+    PATCH,
+    WORD,
+    ActivationSet,
+    CollectConfig,
+    collect,
+)
 from studio.concepts.dictionary import learn_concepts, semi_nmf
 from studio.concepts.explore import Dictionary, activations, clamp_generate, image_heat
 from studio.concepts.labels import attribute_values, patch_labels
 from studio.concepts.quality import auroc_columns
-from studio.concepts.sae import DictionaryConfig, check_matches, load_sae, save_sae, train_sae
+from studio.concepts.sae import (
+    DictionaryConfig,
+    check_matches,
+    load_sae,
+    save_sae,
+    train_sae,
+)
 from studio.errors import InputError
 from studio.hooks import hook_count
 from studio.world.render import render
@@ -42,9 +54,12 @@ def test_collection_streams_shards_with_patch_and_word_rows(acts, untrained_worl
     assert batch.shape == (16, data.shape[1])
 
 
-def test_incomplete_activation_set_is_refused(tmp_path):
+def test_incomplete_activation_set_and_bad_layer_are_refused(tmp_path, untrained_world):
     with pytest.raises(InputError, match="no complete activation set"):
         ActivationSet(tmp_path)
+    with pytest.raises(InputError, match="out of range"):
+        collect(untrained_world, CollectConfig(layer=99, n_scenes=1), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
 
 
 def test_sae_lens_format_round_trip_and_model_check(dictionary, untrained_world, embedded):
@@ -53,8 +68,11 @@ def test_sae_lens_format_round_trip_and_model_check(dictionary, untrained_world,
     assert json.loads((folder / "cfg.json").read_text())["architecture"] == "topk"
     again = load_sae(folder)
     assert torch.equal(again.W_dec, d.sae.W_dec) and check_matches(again, untrained_world) == 1
-    with pytest.raises(InputError, match="width|another model"):
+    with pytest.raises(InputError, match="width"):
         check_matches(again, embedded)
+    again.cfg.metadata.model_name = "0123456789abcdef"
+    with pytest.raises(InputError, match="another model"):
+        check_matches(again, untrained_world)
     with pytest.raises(InputError, match="does not exist"):
         d.check_feature(32)
 

@@ -1,8 +1,8 @@
 """The hallucination detector on held-out scenes with the embedded model.
 
 Measured with `vlm-studio world eval --detectors` (300 captions per split, assets/eval.json):
-internal confidence AUROC 0.48 and contextual similarity AUROC 0.03 on the co-occurrence
-split, grounding 0.28-0.32. The paper-direction targets (AUROC >= 0.85) are *not* met by this
+internal confidence AUROC 0.74 and contextual similarity AUROC 0.06 on the co-occurrence
+split, grounding 0.30-0.34. The paper-direction targets (AUROC >= 0.85) are *not* met by this
 model: its phantom "ring" tokens are more similar to image patches than real object words,
 so contextual similarity ranks them the wrong way round (see assets/MODEL_CARD.md). These
 tests pin what the shipped model measures, with margins for the smaller sample, so a change
@@ -17,7 +17,7 @@ def test_detector_scores_separate_hallucinated_mentions(embedded):
     report = summarise("cooccur", 40, mention_records(embedded, "cooccur", 40, seed=3, progress=False))
     assert report.n_hallucinated >= 10 and report.n_mentions - report.n_hallucinated >= 30
     assert report.auroc["contextual_similarity"] <= 0.2, report
-    assert 0.25 <= report.auroc["internal_confidence"] <= 0.75, report
+    assert 0.55 <= report.auroc["internal_confidence"] <= 0.95, report
 
 
 def test_grounding_is_well_above_chance(embedded):

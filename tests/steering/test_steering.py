@@ -1,0 +1,88 @@
+"""Steering through nnsight: alpha 0 is the plain model bit for bit, edits leave nothing behind,
+batched rows stay independent, and bad directions/alphas/layers get clear messages."""
+import pytest
+import torch
+
+from studio.errors import InputError
+from studio.hooks import hook_count
+from studio.interventions import (
+    answer_with_edits,
+    forward_with_edits,
+    generate_with_edits,
+)
+from studio.steering import DirectionFit, Preference, preference, steering_edits
+from studio.world.conflict import STYLES, ConflictItem, sample_items
+from studio.world.render import render
+from studio.world.scenes import sample_scene
+
+
+def _directions(session, seed=0):
+    hidden = session.model.config.text_config.hidden_size
+    return torch.randn(session.n_layers, hidden, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", ["untrained_world", "embedded"])
+def test_alpha_zero_is_bit_identical_and_no_hook_remains(family, request):
+    session = request.getfixturevalue(family)
+    prepared = session.prepare(render(sample_scene(5, "neutral")), "describe the image .")
+    plain = [t.id for t in session.generate(prepared, 10).tokens]
+    before = hook_count(session.model)
+    edits = steering_edits(_directions(session), [0, 1], 0.0)
+    assert generate_with_edits(session, prepared.inputs, edits, 10)[0] == plain
+    assert torch.equal(forward_with_edits(session, prepared.inputs, edits), session.forward(prepared).logits)
+    strong = forward_with_edits(session, prepared.inputs, steering_edits(_directions(session), [1], 5.0))
+    assert (strong - session.forward(prepared).logits).abs().max() > 1e-2
+    assert hook_count(session.model) == before
+    assert [t.id for t in session.generate(prepared, 10).tokens] == plain
+
+
+def test_batched_rows_match_their_single_runs(embedded):
+    images = [render(sample_scene(i, "neutral")) for i in range(3)]
+    prompts = ["describe the image .", "what color is the circle ?", "how many objects are there ?"]
+    edits = steering_edits(_directions(embedded, 1), [1], 1.5)
+    together = answer_with_edits(embedded, images, prompts, 12, edits)
+    alone = [answer_with_edits(embedded, [i], [p], 12, edits)[0] for i, p in zip(images, prompts)]
+    assert together == alone
+    assert answer_with_edits(embedded, images, prompts, 12, steering_edits(_directions(embedded), [1], 0.0)) == \
+        embedded.answer_batch(images, prompts, 12)
+
+
+@pytest.mark.parametrize("alpha,layers,needle", [(1e6, [1], "alpha"), (float("nan"), [1], "alpha"),
+                                                  (1.0, [99], "out of range"), (1.0, [], "at least one layer")])
+def test_bad_steering_settings(untrained_world, alpha, layers, needle):
+    with pytest.raises(InputError, match=needle):
+        steering_edits(_directions(untrained_world), layers, alpha)
+
+
+def test_direction_files_are_checked_against_the_model(untrained_world, embedded, tmp_path):
+    fit = DirectionFit(_directions(untrained_world), [0.5] * untrained_world.n_layers, 3, 4)
+    fit.save(tmp_path)
+    assert torch.equal(DirectionFit.load(tmp_path, untrained_world).directions, fit.directions)
+    with pytest.raises(InputError, match="width"):
+        DirectionFit.load(tmp_path, embedded)
+    with pytest.raises(InputError, match="no preference direction"):
+        DirectionFit.load(tmp_path / "missing", embedded)
+
+
+def test_conflict_items_and_preference_counts():
+    for style in STYLES:
+        items = sample_items(30, style)
+        assert all(i.conflict for i in items) and all(i.image_answer != i.text_answer for i in items)
+        assert all(i.text_answer in i.prompt for i in items)
+    matched = sample_items(10, "neutral", conflict=False)
+    assert not any(i.conflict for i in matched)
+    item = ConflictItem(sample_scene(0, "neutral"), "x", "colour", "neutral", "red", "blue")
+    assert [item.follows(a) for a in ("red", "blue .", "green", "")] == ["image", "text", "other", "other"]
+    counts = preference([item] * 3, ["red", "blue", "red"])
+    assert counts["all"] == Preference(2, 1, 0) and counts["neutral"].image_ratio == pytest.approx(2 / 3)
+
+
+def test_chosen_alpha_respects_the_accuracy_budget():
+    from studio.steering import Sweep, chosen_alpha
+
+    def sweep(ratios, accuracy):
+        rows = [{"neutral": {"image_ratio": r}} for r in ratios]
+        return Sweep([1], [-1.0, 0.0, 1.0, 2.0, 4.0], rows, accuracy)
+    assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.85, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
+    assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.7, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
+    assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.7, 0.9], [1, 1, 0.5, 0.5, 0.5])) is None

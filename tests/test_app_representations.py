@@ -1,0 +1,70 @@
+"""The Concepts and Steer tabs through gradio_client, including two concurrent steering
+requests with different alpha that must each get their own answer."""
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from gradio_client import handle_file
+
+from studio.app import build_app
+from studio.hooks import hook_count
+from studio.interventions import generate_with_edits
+from studio.steer_tab import load_fit
+from studio.steering import steering_edits
+from studio.world.render import render
+from studio.world.scenes import sample_scene
+
+
+@pytest.fixture(scope="module")
+def client(embedded, serve):
+    return serve(build_app(embedded), concurrency=4)
+
+
+@pytest.fixture(scope="module")
+def conflict_png(tmp_path_factory):
+    scene = sample_scene(11, "neutral")
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    render(scene).save(path)
+    obj = scene.objects[0]
+    other = "red" if obj.colour != "red" else "blue"
+    return path, f"the {obj.kind} is {other} . what color is the {obj.kind} ?"
+
+
+def test_concepts_feature_grounding_and_clamp(client, conflict_png):
+    path, _ = conflict_png
+    table = client.predict(handle_file(str(path)), "describe the image .", api_name="/image_features")
+    feature = table["data"][0][0]
+    crops, words, heat, the_map = client.predict(handle_file(str(path)), "describe the image .", feature,
+                                                 api_name="/show_feature")
+    assert crops and words and heat and the_map
+    plain, clamped = client.predict(handle_file(str(path)), "describe the image .", 20, feature, 0.0, "image",
+                                    api_name="/clamp")
+    assert plain
+    with pytest.raises(Exception, match="does not exist"):
+        client.predict(handle_file(str(path)), "describe the image .", 10**6, api_name="/show_feature")
+
+
+def test_concurrent_steering_requests_each_get_their_own_answer(client, embedded, conflict_png):
+    path, prompt = conflict_png
+    fit, _ = load_fit(embedded, None)
+    layers = ",".join(str(x) for x in fit.extra["layers"])
+    alphas = [-4.0, 0.0, 4.0, 8.0]
+    prepared = embedded.prepare(path, prompt)
+    alone = {a: embedded.tokenizer.decode(generate_with_edits(
+        embedded, prepared.inputs, steering_edits(fit.directions, fit.extra["layers"], a), 8)[0],
+        skip_special_tokens=True).strip() for a in alphas}
+    before = hook_count(embedded.model)
+    with ThreadPoolExecutor(len(alphas)) as pool:
+        results = list(pool.map(lambda a: client.predict(handle_file(str(path)), prompt, 8, a, layers,
+                                                         api_name="/steer"), alphas))
+    for alpha, (plain, steered, curve) in zip(alphas, results):
+        assert steered == alone[alpha], alpha
+        assert plain == alone[0.0] and curve
+    assert hook_count(embedded.model) == before
+
+
+@pytest.mark.parametrize("alpha,layers,needle", [(1.0, "9", "within"), (1.0, "a,b", "integers"),
+                                                 (100.0, "1", "maximum")])
+def test_bad_steering_input_gets_a_clear_message(client, conflict_png, alpha, layers, needle):
+    path, prompt = conflict_png
+    with pytest.raises(Exception, match=needle):
+        client.predict(handle_file(str(path)), prompt, 8, alpha, layers, api_name="/steer")
