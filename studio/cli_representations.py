@@ -24,6 +24,19 @@ def cmd_concepts_train(args, session) -> int:
     return 0
 
 
+def cmd_concepts_word(args, session) -> int:
+    from studio.concepts.activations import ActivationSet
+    from studio.concepts.dictionary import learn_concepts, top_words
+    token = session.tokenizer.convert_tokens_to_ids(args.word)
+    if token == session.tokenizer.unk_token_id:
+        raise InputError(f"{args.word!r} is not a word of this model's vocabulary")
+    acts = ActivationSet(args.acts)
+    concepts = learn_concepts(acts, token, args.word, args.n_concepts, args.method)
+    for k, words in enumerate(top_words(session, concepts.concepts)):
+        print(f"concept {k}: words {' '.join(w for w, _ in words)}; top scenes {concepts.top_scenes(k)}")
+    return 0
+
+
 def _numbers(text: str, kind=float) -> list:
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
@@ -75,6 +88,14 @@ def add_commands(sub, model_args, run) -> None:
     p.add_argument("--cache", default="runs/activations", help="folder for the collected activations")
     model_args(p)
     p.set_defaults(func=run(cmd_concepts_train))
+
+    p = concepts.add_parser("word", help="concepts of one word (semi-NMF or k-means over its representations)")
+    p.add_argument("word", help="the target word, e.g. ring")
+    p.add_argument("--acts", default="runs/activations/train-l1", help="an activation set from concepts train")
+    p.add_argument("--n-concepts", type=int, default=5)
+    p.add_argument("--method", default="semi-nmf", choices=["semi-nmf", "kmeans"])
+    model_args(p)
+    p.set_defaults(func=run(cmd_concepts_word))
 
     steer = sub.add_parser("steer", help="modality preference: directions, probe curve, steering sweep").add_subparsers(
         dest="steer_command", required=True)

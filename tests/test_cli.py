@@ -57,3 +57,15 @@ def test_bad_method_settings_exit_2_with_one_line(args, capsys):
     assert main(["world", "eval", "--n", "1", "--splits", "neutral", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
+
+
+@pytest.mark.parametrize("args,needle", [(["concepts", "word", "zebra"], "vocabulary"),
+                                         (["concepts", "word", "ring", "--acts", "/nonexistent"], "activation set"),
+                                         (["steer", "fit", "--alphas", "1,x"], "numbers"),
+                                         (["concepts", "train", "--layer", "9", "--scenes", "2"], "out of range")])
+def test_representation_commands_fail_with_one_line(args, needle, capsys, tmp_path):
+    assert main([*args, *(["--out", str(tmp_path / "o"), "--cache", str(tmp_path / "c")]
+                        if args[:2] == ["concepts", "train"] else [])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "o").exists()

@@ -140,3 +140,17 @@ def test_clamping_to_another_value_changes_the_logits(dictionary, untrained_worl
     assert torch.equal(same, plain) and (moved - plain).abs().max() > 1e-3
     with pytest.raises(InputError, match="clamp value"):
         clamp_edit(d, 5, 1e9, None)
+
+
+def test_build_scores_grounds_maps_and_saves(untrained_world, tmp_path):
+    from studio.concepts.build import BuildConfig, build
+    config = BuildConfig(layer=1, train_scenes=8, eval_scenes=6, loss_scenes=2,
+                         sae=DictionaryConfig(d_sae=32, k=4, steps=10, batch=64))
+    quality = build(untrained_world, config, tmp_path / "dict", tmp_path / "cache")
+    info = json.loads((tmp_path / "dict" / "studio.json").read_text())
+    assert len(info["umap"]) == len(info["features"]) == len(info["top_patches"]) == 32
+    assert set(info["quality"]["purity"]) == {f"{a}={v}" for a, v in attribute_values()}
+    assert 0 <= quality.dead_share <= 1 and quality.l0 == pytest.approx(4)
+    assert quality.loss_clean > 0 and quality.loss_spliced > 0
+    d = Dictionary.load(tmp_path / "dict", untrained_world)
+    assert d.layer == 1 and all(top[0][2] >= top[-1][2] for top in info["top_patches"] if top)
