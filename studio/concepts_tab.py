@@ -97,7 +97,7 @@ def clamp(session: ModelSession, dictionary: Dictionary | None, image_path: str 
     prepared = session.prepare(image_path, prompt)
     plain = session.generate(prepared, int(max_new_tokens)).text
     ids = clamp_generate(session, d, prepared, int(feature), float(value), where, int(max_new_tokens))
-    return plain, session.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    return plain, session.decode_answer(ids)
 
 
 def pick_feature(rows, evt: gr.SelectData) -> int:

@@ -71,7 +71,7 @@ def answer_with_edits(session, images: list, prompts: list[str], max_new_tokens:
                       edits: dict[int, Edit]) -> list[str]:
     """Answers for many (image, prompt) pairs generated together with ``edits`` (for evaluation)."""
     rows = generate_with_edits(session, session.batch_inputs(images, prompts), edits, max_new_tokens)
-    return [session.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
+    return [session.decode_answer(r) for r in rows]
 
 
 def forward_with_edits(session, inputs: dict, edits: dict[int, Edit], remote: bool = False) -> torch.Tensor:

@@ -249,7 +249,11 @@ class ModelSession:
                                       eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
                                       **_sampling_defaults(strategy))
         new = out[: len(prompts), inputs["input_ids"].shape[1]:]
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        return [self.decode_answer(row) for row in new]
+
+    def decode_answer(self, ids) -> str:
+        """Generated token ids as text, without special tokens."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     @property
     def eos_ids(self) -> list[int]:

@@ -48,7 +48,7 @@ def steer(session: ModelSession, fit: DirectionFit | None, image_path: str | Non
     edits = steering_edits(fit.directions, chosen, float(alpha))
     plain = session.generate(prepared, int(max_new_tokens)).text
     ids = generate_with_edits(session, prepared.inputs, edits, int(max_new_tokens))[0]
-    steered = session.tokenizer.decode(ids, skip_special_tokens=True).strip()
+    steered = session.decode_answer(ids)
     curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
     return plain, steered, curve
 

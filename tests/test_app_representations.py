@@ -45,7 +45,8 @@ def test_concepts_feature_grounding_and_clamp(client, conflict_png):
 
 def test_concurrent_steering_requests_each_get_their_own_answer(client, embedded, conflict_png):
     path, prompt = conflict_png
-    fit, _ = load_fit(embedded, None)
+    fit, problem = load_fit(embedded, None)
+    assert fit is not None, problem
     layers = ",".join(str(x) for x in fit.extra["layers"])
     alphas = [-4.0, 0.0, 4.0, 8.0]
     prepared = embedded.prepare(path, prompt)

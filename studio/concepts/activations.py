@@ -50,13 +50,14 @@ class CollectConfig:
 
 
 def model_fingerprint(model) -> str:
-    """A short digest of the model's config and a strided sample of its unembedding, so
-    activations and dictionaries can refuse a different model."""
+    """A short digest of the model's shape and the signs of a strided sample of its unembedding,
+    so activations, dictionaries and directions can refuse a different model. It ignores where
+    the model was loaded from and its dtype (signs survive fp32 -> bf16)."""
     import hashlib
-    config = model.config.to_json_string(use_diff=False)
-    weight = model.get_output_embeddings().weight.detach().flatten()
-    sample = weight[:: max(1, weight.numel() // 4096)].float().cpu().numpy().tobytes()
-    return hashlib.sha256(config.encode() + sample).hexdigest()[:16]
+    weight = model.get_output_embeddings().weight.detach()
+    sample = weight.flatten()[:: max(1, weight.numel() // 4096)].float().cpu() > 0
+    shape = f"{model.config.model_type}:{tuple(weight.shape)}:{len(list(model.modules()))}"
+    return hashlib.sha256(shape.encode() + sample.numpy().tobytes()).hexdigest()[:16]
 
 
 def _layer_rows(session, inputs: dict, hidden: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
