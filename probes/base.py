@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from studio.errors import InputError
+from studio.files import atomic_write
 
 RESULT_VERSION = 1
 RESULT_TYPES: dict[str, type["ProbeResult"]] = {}
@@ -82,8 +83,8 @@ class ProbeResult:
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         json_path, npz_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
-        _atomic_write(npz_path, buf.getvalue())
-        _atomic_write(json_path, json.dumps(meta).encode())
+        atomic_write(npz_path, buf.getvalue())
+        atomic_write(json_path, json.dumps(meta).encode())
         return json_path, npz_path
 
     @classmethod
@@ -102,13 +103,6 @@ def _result_class(data: dict) -> type[ProbeResult]:
         return RESULT_TYPES[data["probe"]]
     except KeyError:
         raise InputError(f"unknown probe result {data.get('probe')!r}") from None
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
 
 
 class Probe:

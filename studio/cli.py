@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from studio.errors import InputError, StudioError
+from studio.files import atomic_write_json
 
 MODEL_HELP = "model: 'embedded' (default), a local folder with safetensors weights, or a Hugging Face id"
 
@@ -183,10 +184,7 @@ def cmd_world_sample(args) -> int:
 
 def _write_json(path: Path, payload) -> None:
     """Write JSON atomically (temporary file, then rename), so nothing is left half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    atomic_write_json(path, payload)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,20 +11,20 @@ text-following state by the whole gap, on average.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from studio.concepts.activations import model_fingerprint
 from studio.errors import InputError
+from studio.files import atomic_write, atomic_write_json
 from studio.hooks import forward_hooks, output_tensor
 from studio.interventions import Edit, answer_with_edits
-from studio.world.conflict import ConflictItem
+from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
 
 MAX_ALPHA = 20.0
@@ -124,15 +124,9 @@ class DirectionFit:
     def save(self, folder: str | Path) -> None:
         """``preference.safetensors`` (directions) and ``preference.json``, each written atomically."""
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".preference.safetensors.tmp"
-        save_file({"directions": self.directions.contiguous()}, str(tmp))
-        os.replace(tmp, out / "preference.safetensors")
-        meta = {"probe_accuracy": self.probe_accuracy, "n_image": self.n_image, "n_text": self.n_text,
-                "model": self.model, **self.extra}
-        tmp = out / ".preference.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, out / "preference.json")
+        atomic_write(out / "preference.safetensors", save({"directions": self.directions.contiguous()}))
+        atomic_write_json(out / "preference.json", {"probe_accuracy": self.probe_accuracy, "n_image": self.n_image,
+                                                    "n_text": self.n_text, "model": self.model, **self.extra})
 
     @classmethod
     def load(cls, folder: str | Path, session=None) -> "DirectionFit":
@@ -217,13 +211,11 @@ TARGET_IMAGE_RATIO = 0.8
 
 def direction_items(n: int) -> list[ConflictItem]:
     """Conflict items of every style for fitting directions, on scenes apart from the held-out ones."""
-    from studio.world.conflict import STYLES, sample_items
     return [item for style in STYLES for item in sample_items(n, style, start=DIRECTION_ITEMS_START)]
 
 
 def held_out_items(n: int) -> tuple[list[ConflictItem], list[ConflictItem]]:
     """(conflict items of every style, matched neutral items) for measuring and sweeping."""
-    from studio.world.conflict import STYLES, sample_items
     conflict = [item for style in STYLES for item in sample_items(n, style)]
     return conflict, sample_items(n, "neutral", conflict=False)
 

@@ -12,17 +12,17 @@ in the row-major grid (-1 for words), token id.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from studio.errors import InputError
+from studio.files import atomic_write, atomic_write_json
 from studio.hooks import forward_hooks, output_tensor
 from studio.world.language import CAPTION_PROMPT, caption
 from studio.world.modelkit import chat_batch
@@ -106,22 +106,14 @@ def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool 
         shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
     meta = {"config": asdict(config), "model": model_fingerprint(session.model), "rows": rows,
             "d_model": int(acts.shape[1]), "shards": shards}
-    _write_text(out / META_FILE, json.dumps(meta, indent=1))
+    atomic_write_json(out / META_FILE, meta)
     return ActivationSet(out)
 
 
 def _write_shard(out: Path, index: int, acts: list, meta: list) -> str:
     name = f"shard_{index:04d}.safetensors"
-    tmp = out / f".{name}.tmp"
-    save_file({"acts": torch.cat(acts).contiguous(), "meta": torch.cat(meta).contiguous()}, str(tmp))
-    os.replace(tmp, out / name)
+    atomic_write(out / name, save({"acts": torch.cat(acts).contiguous(), "meta": torch.cat(meta).contiguous()}))
     return name
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ActivationSet:
