@@ -166,6 +166,13 @@ def _compare_methods(args, session, splits: list[str]) -> int:
     return 0
 
 
+def cmd_space(args) -> int:
+    from studio.space import write_space
+    out = write_space(args.out_dir, force=args.force)
+    print(f"wrote a Hugging Face Space to {out}: push it with `huggingface-cli upload` or git")
+    return 0
+
+
 def cmd_world_sample(args) -> int:
     from studio.world.language import caption
     from studio.world.render import render
@@ -253,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="first scene seed")
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
+
+    p = sub.add_parser("space", help="write a ready-to-push Hugging Face Space running the embedded model")
+    p.add_argument("out_dir", help="folder to write (must be empty or absent)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty folder")
+    p.set_defaults(func=cmd_space)
 
     from studio.cli_representations import add_commands
     add_commands(sub, _model_args, lambda command: lambda args: command(args, _session(args)))

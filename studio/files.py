@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 
@@ -17,3 +20,26 @@ def atomic_write(path: str | Path, payload: bytes) -> Path:
 
 def atomic_write_json(path: str | Path, payload) -> Path:
     return atomic_write(path, json.dumps(payload, indent=1).encode())
+
+
+def staging_dir(out: str | Path) -> Path:
+    """A fresh temporary folder beside ``out`` (same file system, so it can be renamed onto it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)
+    return staging
+
+
+def replace_dir(staging: Path, out: str | Path) -> Path:
+    """Move the finished ``staging`` folder to ``out``, replacing what was there."""
+    out = Path(out)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(staging, out)
+    return out

@@ -14,7 +14,6 @@ features alive, which matters on a short CPU budget.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 
 from studio.concepts.activations import ActivationSet, model_fingerprint
 from studio.errors import InputError
+from studio.files import replace_dir, staging_dir
 
 
 @dataclass(frozen=True)
@@ -72,20 +72,11 @@ def save_sae(sae, folder: str | Path, extra: dict | None = None) -> Path:
     """Write the SAE (sae-lens format) and ``studio.json`` (our metadata) atomically."""
     import json
     out = Path(folder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
+    staging = staging_dir(out)
     try:
         sae.save_model(staging)
         (staging / "studio.json").write_text(json.dumps(extra or {}, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, out)
+        replace_dir(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
