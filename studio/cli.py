@@ -72,6 +72,20 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from probes import ProbeRequest, get_probe
+    from studio.export import export_probe
+    probe = get_probe(args.name)
+    params = dict(_parse_param(p) for p in args.param)
+    checked = probe.params(**params)
+    session = _session(args)
+    result = probe.run(session, ProbeRequest(args.image, args.prompt, args.max_new_tokens), checked)
+    out = export_probe(args.out, result, args.model, probe.name, args.image, args.prompt, args.max_new_tokens,
+                       checked.to_dict(), force=args.force)
+    print(f"wrote {out}/notebook.ipynb with request.json, image.png and result.json/.npz")
+    return 0
+
+
 def _parse_param(text: str) -> tuple[str, object]:
     """``name=value`` with value read as JSON when it parses (numbers, null, lists), else a string."""
     if "=" not in text:
@@ -260,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=int, default=0, help="first scene seed")
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
+
+    p = sub.add_parser("export", help="run a probe and export it as a notebook that re-runs it")
+    p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
+    p.add_argument("image", help="path of the image")
+    p.add_argument("--prompt", default="describe the image .")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty folder")
+    _model_args(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("space", help="write a ready-to-push Hugging Face Space running the embedded model")
     p.add_argument("out_dir", help="folder to write (must be empty or absent)")
