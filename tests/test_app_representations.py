@@ -16,7 +16,7 @@ from studio.world.scenes import sample_scene
 
 @pytest.fixture(scope="module")
 def client(embedded, serve):
-    return serve(build_app(embedded), concurrency=4)
+    return serve(build_app(embedded), concurrency=8)
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,21 @@ def test_bad_steering_input_gets_a_clear_message(client, conflict_png, alpha, la
     path, prompt = conflict_png
     with pytest.raises(Exception, match=needle):
         client.predict(handle_file(str(path)), prompt, 8, alpha, layers, api_name="/steer")
+
+
+def test_eight_concurrent_clients_with_different_settings_match_their_solo_runs(client, embedded, conflict_png):
+    path, prompt = conflict_png
+    image = handle_file(str(path))
+    requests = [("/steer", (image, prompt, 6, alpha, "1")) for alpha in (-2.0, 0.0, 2.0, 6.0)] + [
+        ("/mitigate", (image, "describe the image .", 16, [method], alpha, 0.1, 500, 2, 0.17))
+        for method, alpha in (("vcd", 1.0), ("vcd", 3.0), ("sid", 1.0), ("icd", 2.0))]
+    alone = [client.predict(*args, api_name=api) for api, args in requests]
+    before = hook_count(embedded.model)
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = list(pool.map(lambda r: client.predict(*r[1], api_name=r[0]), requests))
+    for (api, args), solo, concurrent in zip(requests, alone, together):
+        if api == "/steer":
+            assert concurrent[:2] == solo[:2] and solo[1], args[3]
+        else:
+            assert concurrent == solo and any(row.get("value") for row in solo), args[3:5]
+    assert hook_count(embedded.model) == before
