@@ -10,13 +10,11 @@ studio's and prints a digest of both to compare.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from studio.errors import InputError
-from studio.files import atomic_write, atomic_write_json, replace_dir, staging_dir
+from studio.files import atomic_write, atomic_write_json, building_dir
 from studio.images import load_image
 
 CELLS = [
@@ -54,20 +52,11 @@ def export_probe(out_dir: str | Path, result, model: str, probe: str, image, pro
     """Write the export folder for a finished probe ``result`` (refused if ``out_dir`` is not empty)."""
     import nbformat
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise InputError(f"{out} exists and is not empty; pass --force to replace it")
-    try:
-        staging = staging_dir(out)
-    except OSError as err:
-        raise InputError(f"cannot write to {out.parent}: {err.strerror}") from None
-    try:
+    with building_dir(out, force) as staging:
         load_image(image).save(staging / "image.png")
         request = {"model": model, "probe": probe, "prompt": prompt, "max_new_tokens": max_new_tokens,
                    "params": params, "image": "image.png"}
         atomic_write_json(staging / "request.json", request)
         result.save(staging / "result")
         atomic_write(staging / "notebook.ipynb", nbformat.writes(notebook()).encode())
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

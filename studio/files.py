@@ -5,7 +5,11 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from studio.errors import InputError
 
 
 def atomic_write(path: str | Path, payload: bytes) -> Path:
@@ -43,3 +47,21 @@ def replace_dir(staging: Path, out: str | Path) -> Path:
     else:
         os.replace(staging, out)
     return out
+
+
+@contextmanager
+def building_dir(out: str | Path, force: bool = False) -> Iterator[Path]:
+    """A staging folder that replaces ``out`` when the block finishes, and is removed if it
+    fails; ``out`` must be absent or empty unless ``force``."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise InputError(f"{out} exists and is not empty; pass --force to replace it")
+    try:
+        staging = staging_dir(out)
+    except OSError as err:
+        raise InputError(f"cannot write to {out.parent}: {err.strerror}") from None
+    try:
+        yield staging
+        replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -14,8 +14,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from studio.errors import InputError
-from studio.files import replace_dir, staging_dir
+from studio.files import building_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("studio", "probes", "views")
@@ -80,10 +79,7 @@ def requirements() -> str:
 def write_space(out_dir: str | Path, force: bool = False) -> Path:
     """Write the Space into ``out_dir`` (refused if it exists and is not empty, unless ``force``)."""
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise InputError(f"{out} exists and is not empty; pass --force to replace it")
-    staging = staging_dir(out)
-    try:
+    with building_dir(out, force) as staging:
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         for package in PACKAGES:
             shutil.copytree(ROOT / package, staging / package, ignore=ignore)
@@ -98,7 +94,4 @@ def write_space(out_dir: str | Path, force: bool = False) -> Path:
         (staging / "requirements.txt").write_text(requirements())
         (staging / "README.md").write_text(FRONT_MATTER.format(
             gradio=metadata.version("gradio"), version=metadata.version("vlm-studio"), commit=_commit()))
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -14,7 +14,6 @@ features alive, which matters on a short CPU budget.
 """
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 
 from studio.concepts.activations import ActivationSet, model_fingerprint
 from studio.errors import InputError
-from studio.files import replace_dir, staging_dir
+from studio.files import building_dir
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,9 @@ def save_sae(sae, folder: str | Path, extra: dict | None = None) -> Path:
     """Write the SAE (sae-lens format) and ``studio.json`` (our metadata) atomically."""
     import json
     out = Path(folder)
-    staging = staging_dir(out)
-    try:
+    with building_dir(out, force=True) as staging:
         sae.save_model(staging)
         (staging / "studio.json").write_text(json.dumps(extra or {}, indent=1))
-        replace_dir(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
