@@ -155,6 +155,20 @@ class ModelSession:
         with forward_hooks([(layer, keep) for layer in self.adapter.decoder_layers()]):
             yield states
 
+    def layer_outputs(self, inputs: dict, layers: list[int]) -> list[torch.Tensor]:
+        """One pass over ``inputs`` (any batch); the output states [batch, seq, d] of each of
+        the decoder ``layers``, in the order given."""
+        modules = self.adapter.decoder_layers()
+        kept: dict[int, torch.Tensor] = {}
+
+        def keeper(index: int):
+            return lambda module, args, output: kept.__setitem__(index, output_tensor(output))
+
+        with self.lock, torch.inference_mode(), _oom_guard(), forward_hooks(
+                [(modules[i], keeper(i)) for i in dict.fromkeys(layers)]):
+            self.model(**inputs)
+        return [kept[i] for i in layers]
+
     @contextmanager
     def attention_implementation(self, name: str, text_only: bool = False) -> Iterator[None]:
         """Within the block, holding the session lock, attention runs ``name`` (e.g. "eager", so

@@ -22,7 +22,6 @@ from safetensors.torch import load_file, save
 from studio.concepts.activations import model_fingerprint
 from studio.errors import InputError
 from studio.files import atomic_write, atomic_write_json
-from studio.hooks import forward_hooks, output_tensor
 from studio.interventions import Edit, answer_with_edits
 from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
@@ -97,16 +96,12 @@ def preference(items: list[ConflictItem], answers: list[str]) -> dict[str, Prefe
 
 def last_states(session, items: list[ConflictItem], batch: int = 64) -> torch.Tensor:
     """Residual state at the last prompt position, every layer: [layers, n, d]."""
-    layers = session.adapter.decoder_layers()
     parts = []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         inputs = session.batch_inputs([render(i.scene) for i in chunk], [i.prompt for i in chunk])
-        kept: list[torch.Tensor] = []
-        with session.lock, torch.inference_mode(), forward_hooks(
-                [(layer, lambda m, a, o: kept.append(output_tensor(o)[:, -1].float().cpu())) for layer in layers]):
-            session.model(**inputs)
-        parts.append(torch.stack(kept))
+        states = session.layer_outputs(inputs, list(range(session.n_layers)))
+        parts.append(torch.stack([h[:, -1].float().cpu() for h in states]))
     return torch.cat(parts, dim=1)
 
 

@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 
 from studio.errors import InputError
 from studio.files import atomic_write, atomic_write_json
-from studio.hooks import forward_hooks, output_tensor
 from studio.world.language import CAPTION_PROMPT, caption
 from studio.world.modelkit import chat_batch
 from studio.world.render import render
@@ -82,7 +81,6 @@ def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)
-    layer = session.adapter.decoder_layers()[config.layer]
     buffer_a, buffer_m, shards, rows = [], [], [], 0
     bar = tqdm(total=config.n_scenes, desc=f"activations layer {config.layer}", disable=not progress)
     for first in range(config.start, config.start + config.n_scenes, config.batch):
@@ -90,10 +88,8 @@ def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool 
         scenes = [sample_scene(s, config.split) for s in seeds]
         inputs = chat_batch(session.processor, [render(s) for s in scenes], [CAPTION_PROMPT] * len(scenes),
                             [caption(s) for s in scenes]).to(session.device)
-        kept = []
-        with session.lock, torch.inference_mode(), forward_hooks([(layer, lambda m, a, o: kept.append(output_tensor(o)))]):
-            session.model(**inputs)
-        acts, meta = _layer_rows(session, inputs, kept[0].float().cpu(), seeds)
+        hidden = session.layer_outputs(dict(inputs), [config.layer])[0]
+        acts, meta = _layer_rows(session, inputs, hidden.float().cpu(), seeds)
         buffer_a.append(acts)
         buffer_m.append(meta)
         rows += len(acts)

@@ -19,7 +19,6 @@ from PIL import ImageDraw
 
 from studio.concepts.sae import check_matches, load_sae
 from studio.errors import InputError
-from studio.hooks import forward_hooks, output_tensor
 from studio.interventions import Edit, generate_with_edits
 
 Where = Literal["image", "all"]
@@ -58,11 +57,8 @@ class Dictionary:
 
 def activations(session, dictionary: Dictionary, prepared) -> np.ndarray:
     """Feature activations at every prompt position: [positions, features]."""
-    layer = session.adapter.decoder_layers()[dictionary.layer]
-    kept: list[torch.Tensor] = []
-    with session.lock, torch.inference_mode(), forward_hooks([(layer, lambda m, a, o: kept.append(output_tensor(o)[0]))]):
-        session.model(**prepared.inputs)
-    return dictionary.encode(kept[0]).float().cpu().numpy()
+    hidden = session.layer_outputs(prepared.inputs, [dictionary.layer])[0][0]
+    return dictionary.encode(hidden).float().cpu().numpy()
 
 
 def image_heat(token_map, values: np.ndarray) -> np.ndarray:
