@@ -5,6 +5,7 @@ The app, the CLI (``vlm-studio probe NAME ...``) and notebook export list probes
 """
 from __future__ import annotations
 
+from probes.answers import Clamp, Decode, Steer
 from probes.attention import Attention
 from probes.attribution import Attribution
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
@@ -13,7 +14,8 @@ from probes.drift import Drift
 from probes.logit_lens import LogitLens
 from studio.errors import InputError
 
-REGISTRY: dict[str, Probe] = {p.name: p for p in (LogitLens(), Attention(), Attribution(), Drift(), Detector())}
+REGISTRY: dict[str, Probe] = {p.name: p for p in (LogitLens(), Attention(), Attribution(), Drift(), Detector(),
+                                                     Decode(), Steer(), Clamp())}
 
 
 def get_probe(name: str) -> Probe:

@@ -114,6 +114,7 @@ class Probe:
     needs_eager_attention: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
     needs_image: ClassVar[bool] = False
+    needs_fit: ClassVar[bool] = False  # reads a file fitted to one model (directions, a dictionary)
 
     def params(self, **values) -> ProbeParams:
         """Validated parameters from keyword values (unknown names are an error)."""
@@ -122,7 +123,7 @@ class Probe:
         if unknown:
             raise InputError(f"{self.name} has no parameter(s) {', '.join(unknown)}; "
                              f"it takes {', '.join(sorted(known)) or 'none'}")
-        return self.params_class(**values)
+        return self.params_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def run(self, session, request: ProbeRequest, params: ProbeParams) -> ProbeResult:
         raise NotImplementedError

@@ -73,16 +73,10 @@ def cmd_probe(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from probes import ProbeRequest, get_probe
-    from studio.export import export_probe
-    probe = get_probe(args.name)
-    params = dict(_parse_param(p) for p in args.param)
-    checked = probe.params(**params)
-    session = _session(args)
-    result = probe.run(session, ProbeRequest(args.image, args.prompt, args.max_new_tokens), checked)
-    out = export_probe(args.out, result, args.model, probe.name, args.image, args.prompt, args.max_new_tokens,
-                       checked.to_dict(), force=args.force)
-    print(f"wrote {out}/notebook.ipynb with request.json, image.png and result.json/.npz")
+    from studio.export import export_runs
+    run = {"probe": args.name, "params": dict(_parse_param(p) for p in args.param)}
+    out = export_runs(args.out, _session(args), args.image, args.prompt, [run], args.max_new_tokens, force=args.force)
+    print(f"wrote {out}/notebook.ipynb with request.json, image.png, results/ and figures.html")
     return 0
 
 
@@ -95,7 +89,7 @@ def _parse_param(text: str) -> tuple[str, object]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    return name.strip(), tuple(value) if isinstance(value, list) else value
+    return name.strip(), value
 
 
 def cmd_world_train(args) -> int:
@@ -275,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
 
-    p = sub.add_parser("export", help="run a probe and export it as a notebook that re-runs it")
+    p = sub.add_parser("export", help="run a probe (decode, steer and clamp included) and export it as a notebook that re-runs it")
     p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
     p.add_argument("image", help="path of the image")
     p.add_argument("--prompt", default="describe the image .")

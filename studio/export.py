@@ -1,37 +1,43 @@
-"""Export a probe run as a folder holding a notebook that re-runs it.
+"""Export probe runs as a folder holding a notebook that re-runs them.
 
-The folder holds ``request.json`` (the model, probe, prompt, parameters and image file name:
-data, never code), the image as ``image.png``, the studio's own result (``result.json`` +
-``result.npz``) and ``notebook.ipynb``. The notebook's code is fixed text that reads
-``request.json``, so a prompt that looks like code (quotes, brackets, ``import os``) stays
-inert data. It loads the
-same model, re-runs the probe with the same parameters, saves its own result beside the
-studio's and prints a digest of both to compare.
+The folder holds ``request.json`` (the model, the prompt, the image file name and each run's
+probe and parameters: data, never code), the image as ``image.png``, the studio's own
+results (``results/NN-probe.json`` + ``.npz``), ``figures.html`` (every default figure,
+standalone, plotly.js inlined once) and ``notebook.ipynb``. The notebook's code is fixed
+text that imports :mod:`vlm_studio` and reads ``request.json``, so a prompt that looks like
+code (quotes, brackets, ``import os``) stays inert data. It loads the same model, re-runs
+each request, renders the same figures and prints a digest of its results beside the
+studio's. :func:`bundle` zips the folder for a download from the app.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from studio.errors import InputError
 from studio.files import atomic_write, atomic_write_json, building_dir
 from studio.images import load_image
 
 CELLS = [
-    ("markdown", "# vlm-studio probe run\n\nRe-runs the request in `request.json` (written by "
-                 "`vlm-studio export`) and compares it with the studio's result saved beside it."),
-    ("code", "import json\n\nfrom probes import ProbeRequest, ProbeResult, run_probe\n"
-             "from studio.export import digest\nfrom studio.session import ModelSession\n\n"
-             "with open('request.json') as f:\n    request = json.load(f)\nrequest"),
-    ("code", "session = ModelSession.load(request['model'])\n"
-             "result = run_probe(session, request['probe'], ProbeRequest(request['image'], request['prompt'],"
-             " request['max_new_tokens']), **request['params'])\nresult.save('rerun')"),
-    ("code", "print(json.dumps({'rerun': digest(result), 'studio': digest(ProbeResult.load('result'))}))"),
+    ("markdown", "# vlm-studio run\n\nRe-runs the requests in `request.json` (written by the studio's export) "
+                 "with the public API `vlm_studio`, shows their figures, and compares the numbers with the "
+                 "studio's results saved beside it in `results/`."),
+    ("code", "import json\n\nimport vlm_studio as vs\n\nwith open('request.json') as f:\n    request = json.load(f)\n"
+             "request"),
+    ("code", "session = vs.load(request['model'])\nresults = [vs.run(session, run['probe'], request['image'], "
+             "request['prompt'], request['max_new_tokens'], **run['params'])\n           for run in request['runs']]"),
+    ("code", "image = vs.image_array(request['image'])\nfor result in results:\n"
+             "    for figure in vs.figures(result, image).values():\n        figure.show()"),
+    ("code", "studio = [vs.load_result(stem) for stem in request['results']]\n"
+             "print(json.dumps({'rerun': [vs.digest(r) for r in results], 'studio': [vs.digest(r) for r in studio]}))"),
 ]
 
 
 def digest(result) -> dict:
-    """Per array of a probe result: its shape, sum and absolute sum (numbers to compare runs by)."""
+    """Per array of a result: its shape, sum and absolute sum (numbers to compare runs by)."""
     arrays = {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray) and v.dtype.kind in "fiub"}
     return {k: {"shape": list(v.shape), "sum": float(np.nansum(v.astype(float))),
                 "abs": float(np.nansum(np.abs(v.astype(float))))} for k, v in sorted(arrays.items())}
@@ -47,16 +53,82 @@ def notebook():
     return nb
 
 
-def export_probe(out_dir: str | Path, result, model: str, probe: str, image, prompt: str, max_new_tokens: int,
-                 params: dict, force: bool = False) -> Path:
-    """Write the export folder for a finished probe ``result`` (refused if ``out_dir`` is not empty)."""
+def model_reference(session) -> str | None:
+    """What reloads the session's model: None for the embedded one, an absolute folder, or a Hub id."""
+    if session.source == "embedded":
+        return None
+    path = Path(session.source).expanduser()
+    return str(path.resolve()) if path.is_dir() else session.source
+
+
+def figures_html(named: list[tuple[str, object]]) -> str:
+    """One standalone page of figures (title, plotly figure), plotly.js inlined once."""
+    parts = [f"<h2>{title}</h2>" + figure.to_html(full_html=False, include_plotlyjs=(i == 0))
+             for i, (title, figure) in enumerate(named)]
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>vlm-studio figures</title></head><body>"
+            + "".join(parts) + "</body></html>")
+
+
+def run_all(session, image, prompt: str, runs: list[dict], max_new_tokens: int) -> list:
+    """Each run's result (validated before any of them starts)."""
+    from probes import ProbeRequest, get_probe
+    if not runs:
+        raise InputError("there is nothing to export: no run was given")
+    checked = [(get_probe(r["probe"]), get_probe(r["probe"]).params(**r.get("params", {}))) for r in runs]
+    request = ProbeRequest(image, prompt, int(max_new_tokens))
+    return [probe.run(session, request, params) for probe, params in checked]
+
+
+def export_runs(out_dir: str | Path, session, image, prompt: str, runs: list[dict], max_new_tokens: int = 48,
+                force: bool = False, results: list | None = None) -> Path:
+    """Write the export folder for ``runs`` (``[{"probe", "params"}]``), running them unless their
+    ``results`` are given; refused if ``out_dir`` is not empty unless ``force``."""
     import nbformat
+
+    from views.registry import figures
+    results = results if results is not None else run_all(session, image, prompt, runs, max_new_tokens)
+    picture = load_image(image) if image is not None else None
     out = Path(out_dir)
     with building_dir(out, force) as staging:
-        load_image(image).save(staging / "image.png")
-        request = {"model": model, "probe": probe, "prompt": prompt, "max_new_tokens": max_new_tokens,
-                   "params": params, "image": "image.png"}
-        atomic_write_json(staging / "request.json", request)
-        result.save(staging / "result")
+        if picture is not None:
+            picture.save(staging / "image.png")
+        (staging / "results").mkdir()
+        stems, named = [], []
+        for i, (run, result) in enumerate(zip(runs, results)):
+            stem = f"results/{i:02d}-{run['probe']}"
+            result.save(staging / stem)
+            stems.append(stem)
+            array = None if picture is None else np.asarray(picture)
+            named += [(f"{i:02d} {run['probe']}: {name}", fig) for name, fig in figures(result, array).items()]
+        atomic_write_json(staging / "request.json", {
+            "model": model_reference(session), "image": "image.png" if picture is not None else None,
+            "prompt": prompt, "max_new_tokens": int(max_new_tokens),
+            "runs": [{"probe": r["probe"], "params": _plain(get_params(r))} for r in runs], "results": stems})
+        atomic_write(staging / "figures.html", figures_html(named).encode())
         atomic_write(staging / "notebook.ipynb", nbformat.writes(notebook()).encode())
     return out
+
+
+def get_params(run: dict) -> dict:
+    """A run's parameters with the probe's defaults filled in (the notebook states every value)."""
+    from probes import get_probe
+    probe = get_probe(run["probe"])
+    return probe.params(**run.get("params", {})).to_dict()
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def bundle(session, image, prompt: str, runs: list[dict], max_new_tokens: int, name: str,
+           results: list | None = None) -> str:
+    """Export into a fresh temporary folder and zip it; the zip's path (for a download button)."""
+    root = Path(tempfile.mkdtemp(prefix="vlm-studio-export-"))
+    folder = export_runs(root / name, session, image, prompt, runs, max_new_tokens, results=results)
+    archive = shutil.make_archive(str(root / name), "zip", root_dir=root, base_dir=folder.name)
+    shutil.rmtree(folder)
+    return archive

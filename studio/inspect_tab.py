@@ -161,7 +161,7 @@ def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, ma
     if not isinstance(params, dict):
         raise InputError("parameters must be a JSON object, e.g. {\"answer_index\": 1}")
     request = ProbeRequest(image_path, prompt, int(max_new_tokens))
-    result = run_probe(session, name, request, **{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    result = run_probe(session, name, request, **params)
     data = result.to_dict()
     handle = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".json", delete=False, mode="w")
     json.dump(data, handle)

@@ -34,7 +34,9 @@ def test_every_probe_runs_and_leaves_the_model_untouched(session, tmp_path):
     baseline_logits = session.forward(prepared).logits
     hooks, digest = hook_count(session.model), weights_digest(session.model)
     attn = session.model.config._attn_implementation
-    for name in REGISTRY:
+    for name, probe in REGISTRY.items():
+        if probe.needs_fit:  # steer and clamp read files fitted to the embedded model: tests/steering, tests/concepts
+            continue
         result = run_probe(session, name, request)
         assert isinstance(result, ProbeResult) and result.probe == name
         again = ProbeResult.from_dict(result.to_dict())

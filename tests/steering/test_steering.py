@@ -86,3 +86,19 @@ def test_chosen_alpha_respects_the_accuracy_budget():
     assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.85, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
     assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.7, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
     assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.7, 0.9], [1, 1, 0.5, 0.5, 0.5])) is None
+
+
+def test_steer_and_clamp_probes_match_the_baseline_at_zero_and_refuse_other_models(embedded, untrained_world):
+    import vlm_studio as vs
+    image = render(sample_scene(9, "neutral"))
+    plain = vs.steer(embedded, image, "describe the image .", alpha=0.0, max_new_tokens=10)
+    assert plain.answer_ids.tolist() == plain.baseline_ids.tolist() and plain.text == plain.baseline_text
+    steered = vs.steer(embedded, image, "describe the image .", alpha=6.0, max_new_tokens=10)
+    assert steered.answer_ids.tolist() != steered.baseline_ids.tolist()
+    assert steered.baseline_ids.tolist() == plain.baseline_ids.tolist()
+    for call in (lambda: vs.steer(untrained_world, image, "what color is the circle ?", alpha=1.0),
+                 lambda: vs.clamp(untrained_world, image, "what color is the circle ?", feature=1, value=2.0)):
+        with pytest.raises(InputError, match="another model|this model needs|residual stream is"):
+            call()
+    with pytest.raises(InputError, match="alpha must be between"):
+        vs.steer(embedded, image, "describe the image .", alpha=1e6)
