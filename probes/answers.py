@@ -62,6 +62,14 @@ def _answer(session, ids: list[int]) -> tuple[str, list[str]]:
     return session.decode_answer(ids), [session.decode_token(i) for i in ids]
 
 
+def fit_reference(folder: str | Path | None, kind: str) -> str:
+    """How a request names a fitted folder: "" for the shipped ``assets/<kind>``, else its absolute path."""
+    if not folder:
+        return ""
+    path = Path(folder).resolve()
+    return "" if path == (ASSETS / kind).resolve() else str(path)
+
+
 _FITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _FITTED_LOCK = threading.Lock()
 

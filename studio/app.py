@@ -10,7 +10,7 @@ import functools
 
 import gradio as gr
 
-from studio.app_common import save_png, user_errors
+from studio.app_common import ExportSpec, export_controls, save_png, user_errors
 from studio.concepts_tab import build_concepts_tab
 from studio.errors import StudioError
 from studio.images import load_image
@@ -62,15 +62,17 @@ def describe_generation(generation: Generation, scene: Scene | None) -> tuple[li
 
 
 @user_errors
-def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float) -> tuple[list, list, str]:
-    """Generate an answer for the shown image and prompt; mark words wrong against ground truth."""
+def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float) -> tuple:
+    """Generate an answer for the shown image and prompt; mark words wrong against ground truth
+    (and keep what to export: a greedy ``decode`` run)."""
     prepared = session.prepare(image_path, prompt)
     generation = session.generate(prepared, max_new_tokens=int(max_new_tokens))
     truth = scene_of(prepared.image) if prepared.image is not None else None
     highlighted, rows = describe_generation(generation, truth)
     wrong = sum(r[4] == "wrong" for r in rows)
     status = f"{len(rows)} tokens" + (f", **{wrong} wrong against ground truth**" if truth else "")
-    return highlighted, rows, status
+    spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "decode", "params": {"method": "greedy"}}])
+    return highlighted, rows, status, spec
 
 
 def build_app(session: ModelSession, concepts: str | None = None, steering: str | None = None) -> gr.Blocks:
@@ -93,12 +95,14 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
                 max_new = gr.Slider(1, 128, value=48, step=1, label="Max new tokens")
         with gr.Tabs():
             with gr.Tab("Generate"):
+                spec = gr.State(None)
                 run = gr.Button("Generate", variant="primary")
                 status = gr.Markdown()
                 answer = gr.HighlightedText(label="Answer (colour = probability; red = wrong vs ground truth)",
                                             color_map=CONFIDENCE_COLOURS, show_legend=True, combine_adjacent=False)
                 table = gr.Dataframe(headers=["#", "token", "p", "top alternatives", "vs truth"],
                                      label="Tokens", interactive=False)
+                export_controls(session, "generate", spec)
             with gr.Tab("Inspect"):
                 build_inspect_tab(session, image, prompt, max_new)
             with gr.Tab("Mitigate"):
@@ -109,6 +113,6 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
                 build_steer_tab(session, image, prompt, max_new, steering)
         gallery.select(pick_sample, None, [image, truth], api_name="pick_sample")
         upload.upload(load_upload, upload, [image, truth], api_name="load_image")
-        run.click(functools.partial(generate, session), [image, prompt, max_new], [answer, table, status],
+        run.click(functools.partial(generate, session), [image, prompt, max_new], [answer, table, status, spec],
                   api_name="generate")
     return demo

@@ -9,7 +9,8 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from studio.app_common import user_errors
+from probes.answers import fit_reference
+from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.concepts.dictionary import top_words
 from studio.concepts.explore import (
     Dictionary,
@@ -88,16 +89,19 @@ def image_features(session: ModelSession, dictionary: Dictionary | None, image_p
 
 
 @user_errors
-def clamp(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
-          max_new_tokens: float, feature: float, value: float, where: str) -> tuple[str, str]:
-    """The answer as it is and with the feature clamped (at the image positions or everywhere)."""
+def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, image_path: str | None, prompt: str,
+          max_new_tokens: float, feature: float, value: float, where: str) -> tuple:
+    """The answer as it is and with the feature clamped (at the image positions or everywhere),
+    and what to export (a ``clamp`` run)."""
     d = _dictionary(dictionary)
     if image_path is None:
         raise InputError("pick a sample or upload an image first")
     prepared = session.prepare(image_path, prompt)
     plain = session.generate(prepared, int(max_new_tokens)).text
     ids = clamp_generate(session, d, prepared, int(feature), float(value), where, int(max_new_tokens))
-    return plain, session.decode_answer(ids)
+    params = {"feature": int(feature), "value": float(value), "where": where, "dictionary": folder}
+    return plain, session.decode_answer(ids), ExportSpec(image_path, prompt, int(max_new_tokens),
+                                                         [{"probe": "clamp", "params": params}])
 
 
 def pick_feature(rows, evt: gr.SelectData) -> int:
@@ -128,11 +132,14 @@ def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
         run = gr.Button("Clamp and generate")
     with gr.Row():
         plain, clamped = gr.Textbox(label="answer"), gr.Textbox(label="answer with the feature clamped")
+    spec = gr.State(None)
+    export_controls(session, "concepts", spec)
     bound = functools.partial
     show.click(bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
                api_name="show_feature")
     on_image.click(bound(image_features, session, dictionary), [image, prompt], table, api_name="image_features")
-    table.select(pick_feature, table, feature).then(
-        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map])
-    run.click(bound(clamp, session, dictionary), [image, prompt, max_new, feature, value, where], [plain, clamped],
-              api_name="clamp")
+    table.select(pick_feature, table, feature, api_name="pick_feature").then(
+        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
+        api_name="show_picked_feature")
+    run.click(bound(clamp, session, dictionary, fit_reference(folder or DEFAULT_DICTIONARY, "concepts")),
+              [image, prompt, max_new, feature, value, where], [plain, clamped, spec], api_name="clamp")

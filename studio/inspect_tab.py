@@ -17,7 +17,7 @@ import numpy as np
 
 from probes import REGISTRY, ProbeRequest, run_probe
 from studio.adapters import PatchGrid
-from studio.app_common import user_errors
+from studio.app_common import ExportSpec, export_controls, skip_all, user_errors
 from studio.errors import InputError
 from studio.images import load_image
 from studio.samples import scene_of
@@ -42,6 +42,17 @@ class Inspection:
     drift: object
     request: ProbeRequest
     attributions: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ExportSpec:
+        """The runs behind the panels (the attributions made so far included), with their results."""
+        runs = [{"probe": n, "params": {}} for n in ("logit_lens", "attention", "detector", "drift")]
+        results = [self.lens, self.attention, self.detector, self.drift]
+        for index, result in sorted(self.attributions.items()):
+            runs.append({"probe": "attribution", "params": {"answer_index": index}})
+            results.append(result)
+        r = self.request
+        return ExportSpec(r.image, r.prompt, r.max_new_tokens, runs, results)
 
 
 def _checked_token(state: Inspection | None, token_index: float) -> int:
@@ -79,10 +90,14 @@ def _chips(state: Inspection, scene: Scene | None, prompt: str) -> list:
     return [(t, "wrong" if v else None) for t, v in zip(tokens, verdicts)]
 
 
+INSPECT_OUTPUTS = 13
+
+
 @user_errors
 def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float,
-            progress=gr.Progress()) -> tuple:
-    """Run the cached probes for the shown image and prompt; draw the panels for token 0."""
+            progress=gr.Progress()):
+    """Run the cached probes for the shown image and prompt; draw the panels for token 0.
+    Yields after each probe, so a press of Stop ends it between probes."""
     if image_path is None:
         raise InputError("the Inspect panels need an image: pick a sample or upload one")
     request = ProbeRequest(image_path, prompt, int(max_new_tokens))
@@ -90,6 +105,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
     for step, name in enumerate(("logit_lens", "attention", "detector", "drift")):
         progress(step / 4, desc=f"probe: {name}")
         results[name] = run_probe(session, name, request)
+        yield skip_all(INSPECT_OUTPUTS)
     if not results["logit_lens"].answer_positions:
         raise InputError("the model generated no tokens for this prompt; nothing to inspect")
     state = Inspection(image=np.asarray(load_image(image_path)), lens=results["logit_lens"],
@@ -97,7 +113,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
                        request=request)
     layer = state.lens.top_ids.shape[0] // 2
     table = detector_view.rows(state.detector)
-    return (state, _chips(state, scene_of(image_path), prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
+    yield (state, _chips(state, scene_of(image_path), prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
             *token_panels(state, 0, layer), drift_view.drift_curve(state.drift), table)
 
 
@@ -134,6 +150,11 @@ def show_patch(state: Inspection | None, token_index: float, x: float, y: float)
 def pick_patch(evt: gr.SelectData) -> tuple[float, float]:
     """Pixel coordinates of a click on the image."""
     return float(evt.index[0]), float(evt.index[1])
+
+
+def patch_image(image_path: str | None) -> str | None:
+    """The shown image, copied to the clickable patch picker."""
+    return image_path
 
 
 @user_errors
@@ -193,7 +214,9 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         drift_plot = gr.Plot(label="layer drift")
         detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],
                                     label="hallucination detector", interactive=False)
-    attr_button = gr.Button("Attribute the selected token (captum)")
+    with gr.Row():
+        attr_button = gr.Button("Attribute the selected token (captum)")
+        stop = gr.Button("Stop", variant="stop", size="sm")
     with gr.Accordion("Every probe (from the registry)", open=False):
         with gr.Row():
             probe_name = gr.Dropdown(sorted(REGISTRY), value="logit_lens", label="probe")
@@ -203,15 +226,19 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
     with gr.Row():
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
 
+    export_controls(session, "inspect", state)
+
     panels = [heat, grid_plot, traj, attn, roll, share, boxes]
-    run.click(functools.partial(inspect, session), [image, prompt, max_new],
-              [state, chips, token, layer, *panels, drift_plot, detect_table], api_name="inspect")
-    run.click(lambda path: path, image, patch_img)
-    chips.select(pick_token, None, token).then(show_token, [state, token, layer], panels, api_name="show_token")
-    layer.release(show_token, [state, token, layer], panels)
-    patch_img.select(pick_patch, None, [px, py]).then(
+    inspecting = run.click(functools.partial(inspect, session), [image, prompt, max_new],
+                           [state, chips, token, layer, *panels, drift_plot, detect_table], api_name="inspect")
+    run.click(patch_image, image, patch_img, api_name="patch_image")
+    chips.select(pick_token, None, token, api_name="pick_token").then(
+        show_token, [state, token, layer], panels, api_name="show_token")
+    layer.release(show_token, [state, token, layer], panels, api_name="show_layer")
+    patch_img.select(pick_patch, None, [px, py], api_name="pick_patch").then(
         show_patch, [state, token, px, py], [patch_plot, patch_traj, patch_label], api_name="show_patch")
-    attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
-                      api_name="attribute")
+    attributing = attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
+                                    api_name="attribute")
+    stop.click(None, None, None, cancels=[inspecting, attributing], api_name="stop_inspect")
     probe_run.click(functools.partial(run_any_probe, session), [image, prompt, max_new, probe_name, probe_params],
                     [probe_shapes, probe_file], api_name="run_probe")

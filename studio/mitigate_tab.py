@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from studio.app_common import user_errors
+from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.decoding import strategy_by_name
 from studio.errors import InputError
 from studio.samples import scene_of
@@ -26,17 +26,20 @@ METHODS = ("greedy", "vcd", "sid", "icd")
 LABELS = {"wrong": "#e5484d", "diverges": "#f5a623", "wrong+diverges": "#b10dc9"}
 
 
+def method_settings(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
+                    keep_ratio: float) -> dict[str, dict]:
+    """Each chosen method's parameters from the slider settings (greedy has none)."""
+    if not methods:
+        raise InputError(f"choose at least one method: {', '.join(METHODS)}")
+    own = {"vcd": {"noise_step": int(noise_step)}, "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
+    return {name: {} if name == "greedy" else {"alpha": alpha, "beta": beta, **own.get(name, {})} for name in methods}
+
+
 def build_strategies(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
                      keep_ratio: float) -> dict:
     """Validated strategies for the chosen method names, with the slider settings."""
-    if not methods:
-        raise InputError(f"choose at least one method: {', '.join(METHODS)}")
-    params = {"vcd": {"noise_step": int(noise_step)}, "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
-    out = {}
-    for name in methods:
-        extra = {} if name == "greedy" else {"alpha": alpha, "beta": beta, **params.get(name, {})}
-        out[name] = strategy_by_name(name, **extra)
-    return out
+    settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
+    return {name: strategy_by_name(name, **params) for name, params in settings.items()}
 
 
 def _chips(generation: Generation, greedy: Generation | None, scene: Scene | None) -> list:
@@ -51,26 +54,37 @@ def _chips(generation: Generation, greedy: Generation | None, scene: Scene | Non
     return chips
 
 
+def _rows(generations: dict[str, Generation], truth: Scene | None) -> list:
+    greedy = generations.get("greedy")
+    return [gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
+            else gr.update(value=None, visible=False) for m in METHODS]
+
+
 @user_errors
-def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
-             keep_ratio: float, progress=gr.Progress()) -> tuple:
-    """Decode with each chosen method; return one chip row per method slot and the traces."""
+def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, methods: list[str],
+             alpha: float, beta: float, noise_step: float, sid_layer: float, keep_ratio: float,
+             progress=gr.Progress()):
+    """Decode with each chosen method; one chip row per method slot, shown as each finishes (a
+    press of Stop ends the run between methods), then the traces and what to export."""
     if image_path is None:
         raise InputError("the mitigations contrast image evidence: pick a sample or upload an image")
+    settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
     strategies = build_strategies(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
+    for strategy in strategies.values():
+        strategy.check(session)
     prepared = session.prepare(image_path, prompt)
+    truth = scene_of(prepared.image)
     generations = {}
     for step, (name, strategy) in enumerate(strategies.items()):
         progress(step / len(strategies), desc=f"decoding: {name}")
         generations[name] = session.generate(prepared, max_new_tokens=int(max_new_tokens), strategy=strategy)
-    greedy = generations.get("greedy")
-    truth = scene_of(prepared.image)
-    rows = [gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
-            else gr.update(value=None, visible=False) for m in METHODS]
+        yield (gr.skip(), gr.skip(), *_rows(generations, truth))
     traces = {name: _trace_state(g) for name, g in generations.items()}
     traces["_image"] = np.asarray(prepared.image)
     traces["_grid"] = prepared.token_map
-    return (traces, *rows)
+    spec = ExportSpec(image_path, prompt, int(max_new_tokens),
+                      [{"probe": "decode", "params": {"method": n, "settings": settings[n]}} for n in generations])
+    yield (traces, spec, *_rows(generations, truth))
 
 
 def _trace_state(generation: Generation) -> dict:
@@ -109,16 +123,20 @@ def _kept_figure(image: np.ndarray, token_map, kept: list[int], step: int) -> go
                        colorscale="Greens", zmin=0, zmax=1, colorbar="kept")
 
 
-def pick_step(evt: gr.SelectData) -> int:
-    return int(evt.index)
+def step_picker(method: str):
+    """A select handler for ``method``'s chip row: the method and the clicked token's index."""
+    def pick_step(evt: gr.SelectData) -> tuple[str, int]:
+        return method, int(evt.index)
+    return pick_step
 
 
 def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Mitigate tab inside the current Blocks context and wire its events."""
-    traces = gr.State(None)
+    traces, spec = gr.State(None), gr.State(None)
     with gr.Row():
         methods = gr.CheckboxGroup(list(METHODS), value=["greedy", "vcd", "sid"], label="methods")
         run = gr.Button("Decode", variant="primary")
+        stop = gr.Button("Stop", variant="stop", size="sm")
     with gr.Row():
         alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α (contrast strength)")
         beta = gr.Slider(0, 1, value=0.1, step=0.01, label="β (plausibility)")
@@ -132,11 +150,13 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     step = gr.Number(0, precision=0, label="step (click a token)")
     with gr.Row():
         dist, kept = gr.Plot(label="expert / amateur / contrast"), gr.Plot(label="SID kept vision tokens")
-    run.click(functools.partial(mitigate, session),
-              [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], [traces, *rows],
-              api_name="mitigate")
+    export_controls(session, "mitigate", spec)
+    decoding = run.click(functools.partial(mitigate, session),
+                         [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], [traces, spec, *rows],
+                         api_name="mitigate")
+    stop.click(None, None, None, cancels=[decoding], api_name="stop_mitigate")
     for name, row in zip(METHODS, rows):
-        row.select(pick_step, None, step).then(lambda n=name: n, None, selected).then(
-            functools.partial(show_step, session), [traces, selected, step], [dist, kept])
+        row.select(step_picker(name), None, [selected, step], api_name=f"pick_step_{name}").then(
+            functools.partial(show_step, session), [traces, selected, step], [dist, kept], api_name=f"show_step_{name}")
     gr.Button("Show step").click(functools.partial(show_step, session), [traces, selected, step], [dist, kept],
                                  api_name="show_step")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.app_common import user_errors
+from probes.answers import fit_reference
+from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.errors import InputError, StudioError
 from studio.interventions import generate_with_edits
 from studio.session import ModelSession
@@ -38,9 +39,10 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
 
 
 @user_errors
-def steer(session: ModelSession, fit: DirectionFit | None, image_path: str | None, prompt: str,
+def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_path: str | None, prompt: str,
           max_new_tokens: float, alpha: float, layers: str) -> tuple:
-    """The answer unsteered and steered by ``alpha`` at ``layers``, and the sweep with alpha marked."""
+    """The answer unsteered and steered by ``alpha`` at ``layers``, the sweep with alpha marked,
+    and what to export (a ``steer`` run)."""
     if fit is None:
         raise InputError("no preference direction is loaded for this model")
     prepared = session.prepare(image_path, prompt)
@@ -50,7 +52,8 @@ def steer(session: ModelSession, fit: DirectionFit | None, image_path: str | Non
     ids = generate_with_edits(session, prepared.inputs, edits, int(max_new_tokens))[0]
     steered = session.decode_answer(ids)
     curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
-    return plain, steered, curve
+    params = {"alpha": float(alpha), "layers": chosen, "directions": folder}
+    return plain, steered, curve, ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "steer", "params": params}])
 
 
 def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
@@ -72,6 +75,9 @@ def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, 
         run = gr.Button("Steer", variant="primary")
     with gr.Row():
         plain, steered = gr.Textbox(label="answer"), gr.Textbox(label="steered answer")
-    handler = functools.partial(steer, session, fit)
-    run.click(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve], api_name="steer")
-    alpha.release(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve])
+    spec = gr.State(None)
+    export_controls(session, "steer", spec)
+    handler = functools.partial(steer, session, fit, fit_reference(folder or DEFAULT_STEERING, "steering"))
+    run.click(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve, spec], api_name="steer")
+    alpha.release(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve, spec],
+                  api_name="steer_on_release")
