@@ -69,3 +69,37 @@ def test_representation_commands_fail_with_one_line(args, needle, capsys, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_long_job_shows_progress_and_ctrl_c_stops_it_cleanly(tmp_path):
+    """``concepts train`` prints a tqdm bar; SIGINT mid-collection exits 130 with one line and
+    leaves neither a dictionary nor an activation set that claims to be complete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    out, cache = tmp_path / "dictionary", tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "concepts", "train", "--scenes", "200000",
+                             "--out", str(out), "--cache", str(cache)], stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seen, started = bytearray(), threading.Event()
+
+    def read():
+        while chunk := proc.stderr.read1(4096):
+            seen.extend(chunk)
+            if b"activations layer 1:" in seen and b"it/s" in seen:
+                started.set()
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert started.wait(120), seen.decode(errors="replace")[-500:]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+    finally:
+        proc.kill()
+        reader.join(10)
+    last = seen.decode(errors="replace").replace("\r", "\n").strip().splitlines()[-1]
+    assert last == "error: interrupted"
+    assert not out.exists()
+    assert not any(p.name == "meta.json" for p in cache.rglob("*")), "no activation set claims completeness"
