@@ -85,11 +85,11 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
         with gr.Row():
             with gr.Column(scale=2):
                 gallery = gr.Gallery([(str(s.path), s.scene.split) for s in samples], label="Sample scenes",
-                                     columns=6, height=170, allow_preview=False)
+                                     columns=6, height=170, allow_preview=False, elem_id="samples")
                 upload = gr.File(label="…or upload an image", type="filepath", height=90)
             with gr.Column(scale=1):
                 image = gr.Image(label="Image", type="filepath", interactive=False, height=220)
-                truth = gr.Markdown()
+                truth = gr.Markdown(elem_id="ground-truth")
             with gr.Column(scale=2):
                 prompt = gr.Textbox(DEFAULT_PROMPT, label="Prompt", lines=2)
                 max_new = gr.Slider(1, 128, value=48, step=1, label="Max new tokens")
@@ -97,9 +97,10 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
             with gr.Tab("Generate"):
                 spec = gr.State(None)
                 run = gr.Button("Generate", variant="primary")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="generate-status")
                 answer = gr.HighlightedText(label="Answer (colour = probability; red = wrong vs ground truth)",
-                                            color_map=CONFIDENCE_COLOURS, show_legend=True, combine_adjacent=False)
+                                            color_map=CONFIDENCE_COLOURS, show_legend=True, combine_adjacent=False,
+                                            elem_id="generate-answer")
                 table = gr.Dataframe(headers=["#", "token", "p", "top alternatives", "vs truth"],
                                      label="Tokens", interactive=False)
                 export_controls(session, "generate", spec)

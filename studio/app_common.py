@@ -79,6 +79,6 @@ def export_controls(session, tab: str, spec: gr.State) -> None:
     """An export button and its download file, wired to :func:`export_download` (api ``export_<tab>``);
     ``spec`` holds an :class:`ExportSpec` or an object with a ``spec`` attribute."""
     with gr.Row():
-        button = gr.Button(f"Export this {tab} run as a notebook", size="sm")
-        file = gr.File(label="notebook bundle (.zip)", height=70)
+        button = gr.Button(f"Export this {tab} run as a notebook", size="sm", elem_id=f"export-{tab}")
+        file = gr.File(label="notebook bundle (.zip)", height=70, elem_id=f"export-{tab}-file")
     button.click(functools.partial(export_download, session, tab), spec, file, api_name=f"export_{tab}")

@@ -199,17 +199,20 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
         run = gr.Button("Inspect", variant="primary")
         layer = gr.Slider(0, max(1, session.n_layers - 1), value=session.n_layers // 2, step=1, label="layer")
     chips = gr.HighlightedText(label="Answer: click a token (red = wrong vs ground truth)",
-                               color_map={"wrong": "#e5484d"}, combine_adjacent=False)
+                               color_map={"wrong": "#e5484d"}, combine_adjacent=False, elem_id="inspect-chips")
     with gr.Row():
         heat, grid_plot = gr.Plot(label="logit lens"), gr.Plot(label="patch grid decoded")
     with gr.Row():
-        traj, boxes = gr.Plot(label="emergence"), gr.Plot(label="detector grounding")
+        traj = gr.Plot(label="emergence", elem_id="inspect-trajectory")
+        boxes = gr.Plot(label="detector grounding")
     with gr.Row():
         attn, roll, share = gr.Plot(label="attention"), gr.Plot(label="rollout"), gr.Plot(label="image share")
     with gr.Row():
-        patch_img = gr.Image(label="click a patch", type="filepath", interactive=False, height=260)
-        patch_plot, patch_traj = gr.Plot(label="patch, layer by layer"), gr.Plot(label="token at this patch")
-    patch_label = gr.Markdown()
+        patch_img = gr.Image(label="click a patch", type="filepath", interactive=False, height=260,
+                             elem_id="inspect-patch-image")
+        patch_plot = gr.Plot(label="patch, layer by layer", elem_id="inspect-patch-layers")
+        patch_traj = gr.Plot(label="token at this patch", elem_id="inspect-patch-trajectory")
+    patch_label = gr.Markdown(elem_id="inspect-patch-label")
     with gr.Row():
         drift_plot = gr.Plot(label="layer drift")
         detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],

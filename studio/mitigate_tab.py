@@ -134,7 +134,7 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     """Lay out the Mitigate tab inside the current Blocks context and wire its events."""
     traces, spec = gr.State(None), gr.State(None)
     with gr.Row():
-        methods = gr.CheckboxGroup(list(METHODS), value=["greedy", "vcd", "sid"], label="methods")
+        methods = gr.CheckboxGroup(list(METHODS), value=["greedy", "vcd", "sid"], label="methods", elem_id="mitigate-methods")
         run = gr.Button("Decode", variant="primary")
         stop = gr.Button("Stop", variant="stop", size="sm")
     with gr.Row():
@@ -144,8 +144,8 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
         layer = gr.Slider(1, max(1, session.n_layers - 1), value=min(2, max(1, session.n_layers - 1)), step=1,
                           label="SID layer")
         keep = gr.Slider(0.01, 1, value=0.17, step=0.01, label="SID keep ratio")
-    rows = [gr.HighlightedText(label=m, color_map=LABELS, combine_adjacent=False, visible=m in ("greedy", "vcd", "sid"))
-            for m in METHODS]
+    rows = [gr.HighlightedText(label=m, color_map=LABELS, combine_adjacent=False, visible=m in ("greedy", "vcd", "sid"),
+                               elem_id=f"mitigate-{m}") for m in METHODS]
     selected = gr.Dropdown(list(METHODS), value="vcd", label="method to inspect")
     step = gr.Number(0, precision=0, label="step (click a token)")
     with gr.Row():

@@ -17,10 +17,10 @@ from pathlib import Path
 from studio.files import building_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("studio", "probes", "views")
+PACKAGES = ("studio", "probes", "views", "vlm_studio")
 ASSETS = ("world-model", "samples", "concepts", "steering", "MODEL_CARD.md")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "gradio", "plotly", "pillow", "numpy",
-                "tqdm", "captum", "nnsight", "sae-lens", "umap-learn", "scikit-learn", "scipy")
+                "tqdm", "captum", "nnsight", "sae-lens", "umap-learn", "scikit-learn", "scipy", "nbformat")
 
 APP = '''"""vlm-studio on Hugging Face Spaces: the studio on its embedded world model."""
 from studio.app import build_app

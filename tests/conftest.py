@@ -38,22 +38,27 @@ def untrained_world():
 
 
 @pytest.fixture(scope="module")
-def serve():
-    """Launch a Blocks app on a free local port and return a gradio_client for it; closed after the module."""
+def launch():
+    """Launch a Blocks app on a free local port and return its URL; closed after the module."""
     import socket
-
-    from gradio_client import Client
     apps = []
 
-    def launch(app, concurrency: int = 1):
+    def start(app, concurrency: int = 1) -> str:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         app.queue(default_concurrency_limit=concurrency).launch(
             server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
         apps.append(app)
-        return Client(f"http://127.0.0.1:{port}/", verbose=False)
+        return f"http://127.0.0.1:{port}/"
 
-    yield launch
+    yield start
     for app in apps:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def serve(launch):
+    """Launch a Blocks app (see ``launch``) and return a gradio_client for it."""
+    from gradio_client import Client
+    return lambda app, concurrency=1: Client(launch(app, concurrency), verbose=False)
