@@ -11,6 +11,7 @@ import numpy as np
 
 from probes.answers import fit_reference
 from studio.app_common import ExportSpec, export_controls, user_errors
+from studio.clickable_plot import clickable_plot, clicked_point
 from studio.concepts.dictionary import top_words
 from studio.concepts.explore import (
     Dictionary,
@@ -57,7 +58,8 @@ def _dictionary(dictionary: Dictionary | None) -> Dictionary:
 @user_errors
 def show_feature(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
                  feature: float) -> tuple:
-    """A feature's grounding: top held-out patches, top words, heat map on the current image, map."""
+    """A feature's grounding: top held-out patches, top words, heat map on the current image, and the
+    map (plotly JSON) with the feature marked."""
     d = _dictionary(dictionary)
     f = d.check_feature(int(feature))
     info = d.info.get("features", [])
@@ -72,7 +74,7 @@ def show_feature(session: ModelSession, dictionary: Dictionary | None, image_pat
         grid = prepared.token_map.grids[prepared.token_map.main_grid]
         heat = grid_figure(np.asarray(prepared.image), asdict(grid), image_heat(prepared.token_map, acts),
                            f"feature {f} on this image", colorbar="activation")
-    figure = feature_map(d.info["umap"], info, f) if "umap" in d.info else None
+    figure = feature_map(d.info["umap"], info, f).to_json() if "umap" in d.info else None
     return crops, words_figure(list(words), list(scores), f"feature {f}: words it promotes"), heat, figure
 
 
@@ -117,10 +119,11 @@ def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
         return
     gr.Markdown(quality_text(dictionary))
     with gr.Row():
-        the_map = gr.Plot(feature_map(dictionary.info["umap"], dictionary.info.get("features", []))
-                          if "umap" in dictionary.info else None, label="feature map")
+        the_map = clickable_plot(feature_map(dictionary.info["umap"], dictionary.info.get("features", [])).to_json()
+                                 if "umap" in dictionary.info else None, "feature map: click a point", "concepts-map")
         with gr.Column():
-            feature = gr.Number(0, precision=0, label=f"feature (0..{dictionary.n_features - 1})")
+            feature = gr.Number(0, precision=0, label=f"feature (0..{dictionary.n_features - 1})",
+                                elem_id="concepts-feature")
             show = gr.Button("Show feature", variant="primary")
             on_image = gr.Button("Features on this image")
             table = gr.Dataframe(headers=["feature", "max on image", "best attribute", "AUROC"], interactive=False)
@@ -141,5 +144,8 @@ def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     table.select(pick_feature, table, feature, api_name="pick_feature").then(
         bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
         api_name="show_picked_feature")
+    the_map.click(clicked_point, None, feature, api_name="pick_map_feature").then(
+        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
+        api_name="show_map_feature")
     run.click(bound(clamp, session, dictionary, fit_reference(folder or DEFAULT_DICTIONARY, "concepts")),
               [image, prompt, max_new, feature, value, where], [plain, clamped, spec], api_name="clamp")

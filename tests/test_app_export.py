@@ -135,3 +135,12 @@ def test_a_cancelled_mitigation_stops_between_methods_and_the_session_keeps_serv
         del embedded.generate
     assert hook_count(embedded.model) == hooks
     assert client.predict(*args, api_name="/mitigate") == reference
+
+
+def test_export_of_a_run_whose_image_is_gone_is_a_clear_message(embedded, tmp_path):
+    import gradio as gr
+
+    from studio.app_common import ExportSpec, export_download
+    spec = ExportSpec(str(tmp_path / "gone.png"), PROMPT, 8, [{"probe": "drift", "params": {}}])
+    with pytest.raises(gr.Error, match="no longer exists"):
+        export_download(embedded, "generate", spec)

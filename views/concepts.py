@@ -18,7 +18,7 @@ def feature_map(xy: list[list[float]], features: list[dict], selected: int | Non
         groups.setdefault(f["attribute"] if f["auroc"] >= WEAK_AUROC else "none", []).append(i)
     fig = go.Figure()
     for attribute, ids in groups.items():
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(go.Scatter(
             x=xy[ids, 0], y=xy[ids, 1], mode="markers", name=attribute, customdata=ids,
             marker={"color": ATTRIBUTE_COLOURS.get(attribute, "#444"), "size": 6, "opacity": 0.8},
             text=[f"feature {i}: {features[i]['attribute']}={features[i]['value']} (AUROC {features[i]['auroc']:.2f})"
