@@ -41,6 +41,8 @@ def _browser_or_skip():
 @pytest.fixture(scope="module")
 def page(embedded, launch):
     sync_playwright = _browser_or_skip()
+    from playwright.sync_api import expect
+    expect.set_options(timeout=TIMEOUT)
     url = launch(build_app(embedded), concurrency=2)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
