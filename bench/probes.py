@@ -71,8 +71,9 @@ def main() -> None:
     weights = sum(p.numel() * p.element_size() for p in session.model.parameters())
     extra = peak_extra_bytes(lambda: sweep(session, run.hidden, targets, 5, 256))
 
-    state = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens,
-                                progress=lambda *a, **k: None)[0]
+    *_, panels = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens,
+                                     progress=lambda *a, **k: None)  # a generator: its last yield is the panels
+    state = panels[0]
     layer = state.lens.top_ids.shape[0] // 2
     refresh = median_seconds(lambda: inspect_tab.show_token(state, 1, layer), args.repeats)
     patch = median_seconds(lambda: inspect_tab.show_patch(state, 1, 20.0, 20.0), args.repeats)
