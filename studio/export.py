@@ -74,9 +74,10 @@ def run_all(session, image, prompt: str, runs: list[dict], max_new_tokens: int) 
     from probes import ProbeRequest, get_probe
     if not runs:
         raise InputError("there is nothing to export: no run was given")
-    checked = [(get_probe(r["probe"]), get_probe(r["probe"]).params(**r.get("params", {}))) for r in runs]
+    probes = [get_probe(r["probe"]) for r in runs]
+    checked = [probe.params(**r.get("params", {})) for probe, r in zip(probes, runs)]
     request = ProbeRequest(image, prompt, int(max_new_tokens))
-    return [probe.run(session, request, params) for probe, params in checked]
+    return [probe.run(session, request, params) for probe, params in zip(probes, checked)]
 
 
 def export_runs(out_dir: str | Path, session, image, prompt: str, runs: list[dict], max_new_tokens: int = 48,
@@ -88,6 +89,7 @@ def export_runs(out_dir: str | Path, session, image, prompt: str, runs: list[dic
     from views.registry import figures
     results = results if results is not None else run_all(session, image, prompt, runs, max_new_tokens)
     picture = load_image(image) if image is not None else None
+    array = None if picture is None else np.asarray(picture)
     out = Path(out_dir)
     with building_dir(out, force) as staging:
         if picture is not None:
@@ -98,7 +100,6 @@ def export_runs(out_dir: str | Path, session, image, prompt: str, runs: list[dic
             stem = f"results/{i:02d}-{run['probe']}"
             result.save(staging / stem)
             stems.append(stem)
-            array = None if picture is None else np.asarray(picture)
             named += [(f"{i:02d} {run['probe']}: {name}", fig) for name, fig in figures(result, array).items()]
         atomic_write_json(staging / "request.json", {
             "model": model_reference(session), "image": "image.png" if picture is not None else None,

@@ -35,13 +35,6 @@ def method_settings(methods: list[str], alpha: float, beta: float, noise_step: f
     return {name: {} if name == "greedy" else {"alpha": alpha, "beta": beta, **own.get(name, {})} for name in methods}
 
 
-def build_strategies(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
-                     keep_ratio: float) -> dict:
-    """Validated strategies for the chosen method names, with the slider settings."""
-    settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
-    return {name: strategy_by_name(name, **params) for name, params in settings.items()}
-
-
 def _chips(generation: Generation, greedy: Generation | None, scene: Scene | None) -> list:
     words = [t.text for t in generation.tokens]
     wrong = judge_words(scene, generation.prompt.prompt, words) if scene else [None] * len(words)
@@ -69,7 +62,7 @@ def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new
     if image_path is None:
         raise InputError("the mitigations contrast image evidence: pick a sample or upload an image")
     settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
-    strategies = build_strategies(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
+    strategies = {name: strategy_by_name(name, **params) for name, params in settings.items()}
     for strategy in strategies.values():
         strategy.check(session)
     prepared = session.prepare(image_path, prompt)
