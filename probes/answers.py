@@ -74,8 +74,9 @@ _FITTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _FITTED_LOCK = threading.Lock()
 
 
-def fitted(session, kind: str, folder: str, loader):
-    """A fitted file for this session (loaded and checked once, then reused)."""
+def fitted(session, kind: str, folder: str | Path, loader):
+    """A fitted file for this session (loaded and checked once, then reused by the probes and the
+    app's tabs alike); a failed load is not cached."""
     key = (kind, str(Path(folder).resolve()))
     with _FITTED_LOCK:
         cache = _FITTED.setdefault(session, {})

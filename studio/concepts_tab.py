@@ -9,14 +9,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from probes.answers import fit_reference
+from probes import ProbeRequest, run_probe
+from probes.answers import fit_reference, fitted
 from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.clickable_plot import clickable_plot, clicked_point
 from studio.concepts.dictionary import top_words
 from studio.concepts.explore import (
     Dictionary,
     activations,
-    clamp_generate,
     image_heat,
     top_crops,
 )
@@ -32,7 +32,7 @@ def load_dictionary(session: ModelSession, folder: str | Path | None) -> tuple[D
     """The dictionary for this session, or None and the reason (shown in the tab)."""
     folder = Path(folder) if folder else DEFAULT_DICTIONARY
     try:
-        return Dictionary.load(folder, session), ""
+        return fitted(session, "clamp", folder, Dictionary.load), ""
     except StudioError as err:
         return None, (f"No concept dictionary for this model ({err}). Train one with "
                       f"`vlm-studio concepts train --out DIR` and launch with `--concepts DIR`.")
@@ -95,15 +95,13 @@ def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, ima
           max_new_tokens: float, feature: float, value: float, where: str) -> tuple:
     """The answer as it is and with the feature clamped (at the image positions or everywhere),
     and what to export (a ``clamp`` run)."""
-    d = _dictionary(dictionary)
+    _dictionary(dictionary)
     if image_path is None:
         raise InputError("pick a sample or upload an image first")
-    prepared = session.prepare(image_path, prompt)
-    plain = session.generate(prepared, int(max_new_tokens)).text
-    ids = clamp_generate(session, d, prepared, int(feature), float(value), where, int(max_new_tokens))
     params = {"feature": int(feature), "value": float(value), "where": where, "dictionary": folder}
-    return plain, session.decode_answer(ids), ExportSpec(image_path, prompt, int(max_new_tokens),
-                                                         [{"probe": "clamp", "params": params}])
+    result = run_probe(session, "clamp", ProbeRequest(image_path, prompt, int(max_new_tokens)), **params)
+    spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "clamp", "params": params}], [result])
+    return result.baseline_text, result.text, spec
 
 
 def pick_feature(rows, evt: gr.SelectData) -> int:

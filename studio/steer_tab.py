@@ -7,12 +7,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from probes.answers import fit_reference
+from probes import ProbeRequest, run_probe
+from probes.answers import fit_reference, fitted
 from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.errors import InputError, StudioError
-from studio.interventions import generate_with_edits
 from studio.session import ModelSession
-from studio.steering import MAX_ALPHA, DirectionFit, steering_edits
+from studio.steering import MAX_ALPHA, DirectionFit
 from views.steering import alpha_curve, probe_curve
 
 DEFAULT_STEERING = Path(__file__).resolve().parent.parent / "assets" / "steering"
@@ -21,7 +21,7 @@ DEFAULT_STEERING = Path(__file__).resolve().parent.parent / "assets" / "steering
 def load_fit(session: ModelSession, folder: str | Path | None) -> tuple[DirectionFit | None, str]:
     """The saved preference fit for this session, or None and the reason (shown in the tab)."""
     try:
-        return DirectionFit.load(Path(folder) if folder else DEFAULT_STEERING, session), ""
+        return fitted(session, "steer", Path(folder) if folder else DEFAULT_STEERING, DirectionFit.load), ""
     except StudioError as err:
         return None, (f"No modality-preference direction for this model ({err}). Fit one with "
                       f"`vlm-studio steer fit --out DIR` and launch with `--steering DIR`.")
@@ -45,15 +45,12 @@ def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_pa
     and what to export (a ``steer`` run)."""
     if fit is None:
         raise InputError("no preference direction is loaded for this model")
-    prepared = session.prepare(image_path, prompt)
-    chosen = parse_layers(layers, session.n_layers)
-    edits = steering_edits(fit.directions, chosen, float(alpha))
-    plain = session.generate(prepared, int(max_new_tokens)).text
-    ids = generate_with_edits(session, prepared.inputs, edits, int(max_new_tokens))[0]
-    steered = session.decode_answer(ids)
+    params = {"alpha": float(alpha), "layers": parse_layers(layers, session.n_layers), "directions": folder}
+    request = ProbeRequest(image_path, prompt, int(max_new_tokens))
+    result = run_probe(session, "steer", request, **params)
     curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
-    params = {"alpha": float(alpha), "layers": chosen, "directions": folder}
-    return plain, steered, curve, ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "steer", "params": params}])
+    spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "steer", "params": params}], [result])
+    return result.baseline_text, result.text, curve, spec
 
 
 def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
