@@ -136,8 +136,9 @@ class Decode(AnswerProbe):
 
 @dataclass(frozen=True)
 class SteerParams(ProbeParams):
-    """Add ``alpha`` × the preference direction at ``layers`` (empty: the fit's own layers);
-    ``directions``: a folder from ``vlm-studio steer fit`` (empty: the shipped one)."""
+    """Add ``alpha`` × the fit's steering vector (trained, or the mean preference direction) at
+    ``layers`` (empty: the fit's own layers); ``directions``: a folder from ``vlm-studio steer
+    fit`` (empty: the shipped one)."""
 
     alpha: float = 0.0
     layers: tuple = ()
@@ -157,10 +158,10 @@ class Steer(AnswerProbe):
 
     def answer(self, session, prepared, max_new_tokens: int, params: SteerParams) -> SteerResult:
         from studio.interventions import generate_with_edits
-        from studio.steering import DirectionFit, steering_edits
+        from studio.steering import DirectionFit
         fit = fitted(session, "steer", params.directions or ASSETS / "steering", DirectionFit.load)
         layers = [int(x) for x in params.layers] or list(fit.extra.get("layers", [0]))
-        edits = steering_edits(fit.directions, layers, params.alpha)
+        edits = fit.steering(layers, params.alpha).edits(session, prepared.inputs["input_ids"])
         ids = generate_with_edits(session, prepared.inputs, edits, max_new_tokens)[0]
         return self.result(session, prepared, max_new_tokens, f"alpha {params.alpha:+g} at layers {layers}", ids)
 

@@ -5,9 +5,13 @@ write their outputs atomically (a temporary file or folder, then a rename).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from studio.errors import InputError
+
+DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
+                  "trained": (-2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 0.875, 1, 1.125, 1.25, 1.5, 2)}
 
 
 def cmd_concepts_train(args, session) -> int:
@@ -46,30 +50,44 @@ def _numbers(text: str, kind=float) -> list:
 
 def cmd_steer_fit(args, session) -> int:
     from studio import steering
-    from studio.world.compare import compare_methods, comparison_dict, format_comparison
-    alphas = _numbers(args.alphas)
+    alphas = _numbers(args.alphas) if args.alphas else list(DEFAULT_ALPHAS[args.method])
     for alpha in alphas:
         steering.check_alpha(alpha)
+    if args.method == "trained":
+        from studio.steering_train import VectorConfig, train_vector
+        config = VectorConfig(steps=args.steps, seed=args.seed)
     items = steering.direction_items(args.n)
     fit = steering.fit_directions(session, items, steering.answer_items(session, items))
     layers = _numbers(args.layers, int) if args.layers else [steering.best_layer(fit)]
+    print("probe accuracy by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
+    if args.method == "trained":
+        training = steering.training_items(config.items)
+        fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
+        fit.extra["training"] = asdict(config)
     conflict, matched = steering.held_out_items(args.n)
     result = steering.sweep(session, fit, layers, alphas, conflict, matched)
-    fit.extra = {"layers": layers, "sweep": result.to_dict(), "items_per_style": args.n}
-    print("probe accuracy by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
-    for alpha, ratio, acc in zip(result.alphas, result.image_ratio(), result.matched_accuracy):
-        print(f"alpha {alpha:+.2f}: neutral conflicts follow the image {ratio:.1%}; matched accuracy {acc:.1%}")
+    fit.extra |= {"layers": layers, "sweep": result.to_dict(), "items_per_style": args.n}
+    for alpha, ratio, seen, acc in zip(result.alphas, result.image_ratio("neutral"),
+                                       result.image_ratio(steering.TARGET_STYLE), result.matched_accuracy):
+        print(f"alpha {alpha:+.3f}: uninstructed conflicts follow the image {ratio:.1%} (those answerable from "
+              f"the image {seen:.1%}); matched accuracy {acc:.1%}")
     alpha = steering.chosen_alpha(result)
     if alpha is not None and args.chair_scenes:
-        edits = steering.steering_edits(fit.directions, layers, alpha)
-        answerers = {"greedy": lambda i, p, m: session.answer_batch(i, p, m),
-                     f"steer {alpha:+g}": lambda i, p, m: steering.answer_with_edits(session, i, p, m, edits)}
-        scores = compare_methods(answerers, ["cooccur", "neutral"], args.chair_scenes)
-        print(format_comparison(scores))
-        fit.extra["bias_split"] = {"alpha": alpha, "comparison": comparison_dict(scores)}
+        fit.extra["bias_split"] = _bias_split(session, fit.steering(layers, alpha), args.chair_scenes)
     fit.save(args.out)
     print(f"wrote {Path(args.out) / 'preference.json'}")
     return 0
+
+
+def _bias_split(session, setting, scenes: int) -> dict:
+    """Greedy against steering toward the image on the bias and neutral splits (CHAIR, POPE)."""
+    from studio.steering import steered_answers
+    from studio.world.compare import compare_methods, comparison_dict, format_comparison
+    answerers = {"greedy": lambda i, p, m: session.answer_batch(i, p, m),
+                 f"steer {setting.alpha:+g}": lambda i, p, m: steered_answers(session, i, p, m, setting)}
+    scores = compare_methods(answerers, ["cooccur", "neutral"], scenes)
+    print(format_comparison(scores))
+    return {"alpha": setting.alpha, "comparison": comparison_dict(scores)}
 
 
 def add_commands(sub, model_args, run) -> None:
@@ -99,10 +117,17 @@ def add_commands(sub, model_args, run) -> None:
 
     steer = sub.add_parser("steer", help="modality preference: directions, probe curve, steering sweep").add_subparsers(
         dest="steer_command", required=True)
-    p = steer.add_parser("fit", help="fit preference directions on conflict items, sweep alpha, score the bias split")
+    p = steer.add_parser("fit", help="fit preference directions and a steering vector on conflict items, "
+                                     "sweep alpha, score the bias split")
     p.add_argument("--n", type=int, default=200, help="conflict items per instruction style")
     p.add_argument("--layers", help="layers to steer, e.g. 1,2 (default: the best probe layer)")
-    p.add_argument("--alphas", default="-4,-2,-1,0,1,2,3,4,6,8", help="comma-separated steering strengths")
+    p.add_argument("--method", default="trained", choices=["trained", "mean"],
+                   help="steer with a vector trained toward the image at text positions (default), "
+                        "or with the mean difference at every position")
+    p.add_argument("--steps", type=int, default=144, help="training steps of the trained vector")
+    p.add_argument("--seed", type=int, default=0, help="order of the training items")
+    p.add_argument("--alphas", help="comma-separated steering strengths (default: "
+                                    + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_ALPHAS.items()) + ")")
     p.add_argument("--chair-scenes", type=int, default=300,
                    help="bias/neutral scenes to score steering toward the image (0 to skip)")
     p.add_argument("--out", default="runs/steering", help="folder for preference.safetensors + preference.json")

@@ -38,6 +38,14 @@ def parse_layers(text: str, n_layers: int) -> list[int]:
     return layers
 
 
+def slider_range(fit: DirectionFit) -> tuple[float, float]:
+    """(largest |α| offered, starting α): twice the sweep's reach (within the allowed maximum),
+    starting at the α the fit chose for the bias split, else at 1."""
+    alphas = fit.extra.get("sweep", {}).get("alphas", [MAX_ALPHA / 2])
+    reach = min(MAX_ALPHA, 2 * max(abs(a) for a in alphas))
+    return reach, float(fit.extra.get("bias_split", {}).get("alpha", 1.0))
+
+
 @user_errors
 def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_path: str | None, prompt: str,
           max_new_tokens: float, alpha: float, layers: str) -> tuple:
@@ -61,13 +69,15 @@ def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, 
         gr.Markdown(problem)
         return
     layers_default = ",".join(str(x) for x in fit.extra.get("layers", [0]))
+    reach, start = slider_range(fit)
     gr.Markdown("Try a conflict prompt, e.g. `the circle is red . what color is the circle ?` on a scene "
                 "with a circle of another colour; positive α pushes the answer toward the image.")
     with gr.Row():
         gr.Plot(probe_curve(fit.probe_accuracy, fit.extra.get("layers", [])), label="probe accuracy by layer")
         curve = gr.Plot(alpha_curve(fit.extra["sweep"]) if "sweep" in fit.extra else None, label="α sweep")
     with gr.Row():
-        alpha = gr.Slider(-MAX_ALPHA, MAX_ALPHA, value=2.0, step=0.25, label="α (toward the image > 0 > toward the text)")
+        alpha = gr.Slider(-reach, reach, value=start, step=reach / 80, label=f"α × {fit.unit} "
+                          "(toward the image > 0 > toward the text)")
         layers = gr.Textbox(layers_default, label="layers to steer")
         run = gr.Button("Steer", variant="primary")
     with gr.Row():

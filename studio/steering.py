@@ -3,10 +3,13 @@
 Following MC² (Zhang et al. 2025, "Evaluating and Steering Modality Preferences in Multimodal
 Large Language Models"): the preference is read from which side of a conflict the answer
 follows; a direction is the difference of mean residual states (last prompt position) between
-image-following and text-following cases; steering adds ``alpha * direction`` to the chosen
-decoder layers' outputs at every position and step (an nnsight trace,
-:mod:`studio.interventions`). ``alpha`` is in units of that mean difference: alpha 1 moves a
-text-following state by the whole gap, on average.
+image-following and text-following cases, and a linear probe's held-out accuracy per layer says
+where the side is decided. Steering adds ``alpha * vector`` to the chosen decoder layers'
+outputs at every step (an nnsight trace, :mod:`studio.interventions`), either at every
+position or only at text positions (after the image, and every generated token).
+
+The vector is either the mean difference itself (``alpha`` in units of that gap) or one
+trained for the job (:mod:`studio.steering_train`; ``alpha`` 1 is the trained vector).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,10 +26,12 @@ from safetensors.torch import load_file, save
 from studio.concepts.activations import model_fingerprint
 from studio.errors import InputError
 from studio.files import atomic_write, atomic_write_json
-from studio.interventions import Edit, answer_with_edits
+from studio.interventions import Edit, generate_with_edits
 from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
 
+Positions = Literal["all", "text", "prompt"]
+POSITIONS: tuple[str, ...] = ("all", "text", "prompt")
 MAX_ALPHA = 20.0
 
 
@@ -35,8 +41,26 @@ def check_alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def steering_edits(directions: torch.Tensor, layers: list[int], alpha: float) -> dict[int, Edit]:
-    """Edits adding ``alpha * directions[layer]`` at each of ``layers``."""
+def check_positions(positions: str) -> str:
+    if positions not in POSITIONS:
+        raise InputError(f"positions must be one of {', '.join(POSITIONS)}; got {positions!r}")
+    return positions
+
+
+def text_mask(session, input_ids: torch.Tensor) -> torch.Tensor:
+    """[batch, seq] True at the positions after each row's last image token (every position of
+    a row without an image); left padding sits before the image, so it is never marked."""
+    index = torch.arange(input_ids.shape[1], device=input_ids.device)
+    is_image = input_ids == session.adapter.image_token_id()
+    last = torch.where(is_image, index, torch.full_like(input_ids, -1)).max(dim=1).values
+    return index[None] > last[:, None]
+
+
+def steering_edits(directions: torch.Tensor, layers: list[int], alpha: float,
+                   mask: torch.Tensor | None = None, generated: bool = True) -> dict[int, Edit]:
+    """Edits adding ``alpha * directions[layer]`` at each of ``layers``; with ``mask``
+    ([batch, prompt length]), only at its marked prompt positions, and at every generated step
+    unless ``generated`` is False."""
     alpha = check_alpha(alpha)
     if not layers:
         raise InputError("choose at least one layer to steer")
@@ -45,19 +69,56 @@ def steering_edits(directions: torch.Tensor, layers: list[int], alpha: float) ->
             raise InputError(f"layer {layer} is out of range: choose 0..{len(directions) - 1}")
 
     def add(vector: torch.Tensor) -> Edit:
-        return lambda h: h + (alpha * vector).to(device=h.device, dtype=h.dtype)
+        def edit(h: torch.Tensor) -> torch.Tensor:
+            shift = (alpha * vector).to(device=h.device, dtype=h.dtype)
+            if mask is None:
+                return h + shift
+            if h.shape[1] != mask.shape[1]:
+                return h + shift if generated else h
+            return h + mask[..., None].to(device=h.device, dtype=h.dtype) * shift
+        return edit
     return {layer: add(directions[layer]) for layer in layers}
 
 
-def answer_items(session, items: list[ConflictItem], edits: dict[int, Edit] | None = None,
+@dataclass(frozen=True)
+class Steering:
+    """One steering setting: ``alpha`` × ``vectors[layer]`` added at each of ``layers``, at
+    ``positions``: "all" (every position and generated step), "text" (the prompt after the
+    image, and every generated step) or "prompt" (the prompt after the image only; generated
+    tokens see the steered prompt through the cache)."""
+
+    vectors: torch.Tensor
+    layers: tuple[int, ...]
+    alpha: float
+    positions: Positions = "all"
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha)
+        check_positions(self.positions)
+
+    def edits(self, session, input_ids: torch.Tensor) -> dict[int, Edit]:
+        """The edits for one batch of prompts (the text mask depends on where their image is)."""
+        mask = None if self.positions == "all" else text_mask(session, input_ids)
+        return steering_edits(self.vectors, list(self.layers), self.alpha, mask, self.positions != "prompt")
+
+
+def steered_answers(session, images: list, prompts: list[str], max_new_tokens: int,
+                    steering: Steering) -> list[str]:
+    """Greedy answers for many (image, prompt) pairs generated together under ``steering``."""
+    inputs = session.batch_inputs(images, prompts)
+    rows = generate_with_edits(session, inputs, steering.edits(session, inputs["input_ids"]), max_new_tokens)
+    return [session.decode_answer(r) for r in rows]
+
+
+def answer_items(session, items: list[ConflictItem], steering: Steering | None = None,
                  batch: int = 64, max_new_tokens: int = 2) -> list[str]:
-    """Each item's answer, greedy, optionally with steering edits."""
+    """Each item's answer, greedy, optionally steered (alpha 0 runs the plain model)."""
     out = []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         images, prompts = [render(i.scene) for i in chunk], [i.prompt for i in chunk]
-        if edits:
-            out += answer_with_edits(session, images, prompts, max_new_tokens, edits)
+        if steering is not None and steering.alpha:
+            out += steered_answers(session, images, prompts, max_new_tokens, steering)
         else:
             out += session.answer_batch(images, prompts, max_new_tokens)
     return out
@@ -84,14 +145,29 @@ class Preference:
         return asdict(self) | {"image_ratio": self.image_ratio}
 
 
-def preference(items: list[ConflictItem], answers: list[str]) -> dict[str, Preference]:
-    """Per instruction style and overall ("all")."""
+def preference(items: list[ConflictItem], answers: list[str],
+               answerable: list[bool] | None = None) -> dict[str, Preference]:
+    """Per instruction style and overall ("all"); with ``answerable`` (per item), also over the
+    items the model answers right from the image alone (keys "<style> answerable")."""
     counts: dict[str, Counter] = {}
-    for item, answer in zip(items, answers):
+    for n, (item, answer) in enumerate(zip(items, answers)):
         side = item.follows(answer)
-        for key in (item.style, "all"):
+        keys = [item.style, "all"]
+        if answerable is not None and answerable[n]:
+            keys += [f"{item.style} answerable", "all answerable"]
+        for key in keys:
             counts.setdefault(key, Counter())[side] += 1
     return {k: Preference(c["image"], c["text"], c["other"]) for k, c in counts.items()}
+
+
+def image_answerable(session, items: list[ConflictItem], batch: int = 64) -> list[bool]:
+    """Whether the model answers each item's bare question (no claim, no instruction) right
+    from the image: a conflict can only be resolved toward the image where the model sees it."""
+    answers = []
+    for start in range(0, len(items), batch):
+        chunk = items[start:start + batch]
+        answers += session.answer_batch([render(i.scene) for i in chunk], [i.question for i in chunk], 2)
+    return [i.follows(a) == "image" for i, a in zip(items, answers)]
 
 
 def last_states(session, items: list[ConflictItem], batch: int = 64) -> torch.Tensor:
@@ -107,7 +183,9 @@ def last_states(session, items: list[ConflictItem], batch: int = 64) -> torch.Te
 
 @dataclass
 class DirectionFit:
-    """Per layer: the image-minus-text mean difference and a linear probe's held-out accuracy."""
+    """Per layer: the image-minus-text mean difference and a linear probe's held-out accuracy;
+    with ``vectors``, trained steering vectors (zero rows at layers not trained) that steering
+    uses instead of the mean differences, at ``positions``."""
 
     directions: torch.Tensor
     probe_accuracy: list[float]
@@ -115,13 +193,43 @@ class DirectionFit:
     n_text: int
     model: str = ""
     extra: dict = field(default_factory=dict)
+    vectors: torch.Tensor | None = None
+    positions: Positions = "all"
+
+    def __post_init__(self) -> None:
+        check_positions(self.positions)
+        if self.vectors is not None and self.vectors.shape != self.directions.shape:
+            raise InputError(f"steering vectors {tuple(self.vectors.shape)} and directions "
+                             f"{tuple(self.directions.shape)} differ in shape")
+
+    @property
+    def method(self) -> str:
+        return "mean" if self.vectors is None else "trained"
+
+    @property
+    def unit(self) -> str:
+        """What alpha 1 means, for axis labels."""
+        return "the image-minus-text mean difference" if self.vectors is None else "the trained vector"
+
+    def steering(self, layers: list[int], alpha: float) -> Steering:
+        """Steering by ``alpha`` at ``layers`` with this fit's vectors (a trained fit only at its trained layers)."""
+        if self.vectors is None:
+            return Steering(self.directions, tuple(layers), alpha, self.positions)
+        trained = [i for i, row in enumerate(self.vectors) if row.any()]
+        if any(layer not in trained for layer in layers if 0 <= layer < len(self.vectors)):
+            raise InputError(f"this fit trained steering vectors only at layers {trained}; got {list(layers)}")
+        return Steering(self.vectors, tuple(layers), alpha, self.positions)
 
     def save(self, folder: str | Path) -> None:
-        """``preference.safetensors`` (directions) and ``preference.json``, each written atomically."""
+        """``preference.safetensors`` (directions, vectors) and ``preference.json``, each written atomically."""
         out = Path(folder)
-        atomic_write(out / "preference.safetensors", save({"directions": self.directions.contiguous()}))
+        tensors = {"directions": self.directions.detach().clone().contiguous()}
+        if self.vectors is not None:
+            tensors["vectors"] = self.vectors.detach().clone().contiguous()
+        atomic_write(out / "preference.safetensors", save(tensors))
         atomic_write_json(out / "preference.json", {"probe_accuracy": self.probe_accuracy, "n_image": self.n_image,
-                                                    "n_text": self.n_text, "model": self.model, **self.extra})
+                                                    "n_text": self.n_text, "model": self.model,
+                                                    "positions": self.positions, "method": self.method, **self.extra})
 
     @classmethod
     def load(cls, folder: str | Path, session=None) -> "DirectionFit":
@@ -130,9 +238,11 @@ class DirectionFit:
         if not (path / "preference.safetensors").is_file():
             raise InputError(f"{path} holds no preference direction (preference.safetensors)")
         meta = json.loads((path / "preference.json").read_text())
-        directions = load_file(str(path / "preference.safetensors"))["directions"]
-        fit = cls(directions, meta.pop("probe_accuracy"), meta.pop("n_image"), meta.pop("n_text"),
-                  meta.pop("model"), meta)
+        tensors = load_file(str(path / "preference.safetensors"))
+        meta.pop("method", None)
+        fit = cls(tensors["directions"], meta.pop("probe_accuracy"), meta.pop("n_image"), meta.pop("n_text"),
+                  meta.pop("model"), vectors=tensors.get("vectors"), positions=meta.pop("positions", "all"))
+        fit.extra = meta
         if session is not None:
             check_directions(fit, session)
         return fit
@@ -179,8 +289,11 @@ class Sweep:
     alphas: list[float]
     conflict: list[dict]
     matched_accuracy: list[float]
+    unit: str = "the image-minus-text mean difference"
 
     def image_ratio(self, style: str = "neutral") -> list[float]:
+        """Per alpha, the share of ``style``'s conflict answers following the image (a style key
+        of :func:`preference`, e.g. "neutral" or "neutral answerable")."""
         return [c[style]["image_ratio"] for c in self.conflict]
 
     def to_dict(self) -> dict:
@@ -192,21 +305,28 @@ def sweep(session, fit: DirectionFit, layers: list[int], alphas: list[float],
     """Answer the same items at every alpha (0 included means unsteered generation)."""
     from tqdm.auto import tqdm
     rows, accuracy = [], []
+    answerable = image_answerable(session, conflict)
     for alpha in tqdm(alphas, desc="steering sweep", disable=not progress):
-        edits = steering_edits(fit.directions, layers, alpha) if alpha else None
-        answers = answer_items(session, conflict + matched, edits)
-        rows.append({k: p.to_dict() for k, p in preference(conflict, answers[:len(conflict)]).items()})
+        answers = answer_items(session, conflict + matched, fit.steering(layers, alpha))
+        counts = preference(conflict, answers[:len(conflict)], answerable)
+        rows.append({k: p.to_dict() for k, p in counts.items()})
         accuracy.append(float(np.mean([i.follows(a) == "image" for i, a in zip(matched, answers[len(conflict):])])))
-    return Sweep(layers, [float(a) for a in alphas], rows, accuracy)
+    return Sweep(layers, [float(a) for a in alphas], rows, accuracy, fit.unit)
 
 
 DIRECTION_ITEMS_START = 100_000
 TARGET_IMAGE_RATIO = 0.8
+TARGET_STYLE = "neutral answerable"
 
 
 def direction_items(n: int) -> list[ConflictItem]:
     """Conflict items of every style for fitting directions, on scenes apart from the held-out ones."""
     return [item for style in STYLES for item in sample_items(n, style, start=DIRECTION_ITEMS_START)]
+
+
+def training_items(n: int) -> list[ConflictItem]:
+    """Uninstructed conflict items for training a steering vector (the fitting scenes)."""
+    return sample_items(n, "neutral", start=DIRECTION_ITEMS_START)
 
 
 def held_out_items(n: int) -> tuple[list[ConflictItem], list[ConflictItem]]:
@@ -221,10 +341,11 @@ def best_layer(fit: DirectionFit) -> int:
     return next(i for i, a in enumerate(fit.probe_accuracy) if a >= top - 0.01)
 
 
-def chosen_alpha(result: Sweep, style: str = "neutral", max_accuracy_drop: float = 0.05) -> float | None:
+def chosen_alpha(result: Sweep, style: str = TARGET_STYLE, max_accuracy_drop: float = 0.05) -> float | None:
     """The positive alpha to score on the bias split: the smallest one reaching the target image
-    ratio, else the one with the highest ratio, among alphas whose matched accuracy stays within
-    ``max_accuracy_drop`` of alpha 0's (None when no positive alpha qualifies)."""
+    ratio on ``style`` (default: uninstructed conflicts the model can see), else the one with the
+    highest ratio, among alphas whose matched accuracy stays within ``max_accuracy_drop`` of
+    alpha 0's (None when no positive alpha qualifies)."""
     base = result.matched_accuracy[result.alphas.index(0.0)] if 0.0 in result.alphas else max(result.matched_accuracy)
     ok = [(a, r) for a, r, acc in zip(result.alphas, result.image_ratio(style), result.matched_accuracy)
           if a > 0 and acc >= base - max_accuracy_drop]

@@ -17,7 +17,7 @@ turn a result into the studio's figures::
 
     vcd = vs.decode(session, "scene.png", "describe the image .", method="vcd", alpha=1.0)
     print(vcd.baseline_text, "->", vcd.text)
-    steered = vs.steer(session, "scene.png", "the circle is red . what color is the circle ?", alpha=4.0)
+    steered = vs.steer(session, "scene.png", "the circle is red . what color is the circle ?", alpha=1.0)
 
 Every result is a dataclass of numpy arrays and plain values with ``save``/``load`` (JSON +
 ``.npz``) and ``to_dict``; :func:`probes` lists what :func:`run` accepts.
@@ -79,8 +79,9 @@ def decode(session: ModelSession, image: ImageLike | None, prompt: str, method: 
 
 def steer(session: ModelSession, image: ImageLike | None, prompt: str, alpha: float, layers: tuple = (),
           directions: str = "", max_new_tokens: int = 48) -> ProbeResult:
-    """The answer with ``alpha`` × the modality-preference direction added at ``layers`` (default:
-    the fit's layers); ``directions`` is a ``vlm-studio steer fit`` folder (default: shipped)."""
+    """The answer with ``alpha`` × the fit's steering vector (trained toward the image, or the
+    mean preference direction) added at ``layers`` (default: the fit's layers); ``directions``
+    is a ``vlm-studio steer fit`` folder (default: shipped)."""
     return run(session, "steer", image, prompt, max_new_tokens, alpha=alpha, layers=tuple(layers),
                directions=str(directions))
 

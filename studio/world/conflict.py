@@ -46,6 +46,11 @@ class ConflictItem:
     def prompt(self) -> str:
         return conflict_prompt(self.kind, self.attribute, self.text_answer, self.style)
 
+    @property
+    def question(self) -> str:
+        """The bare question, without claim or instruction."""
+        return question(self.kind, self.attribute)
+
     def follows(self, answer: str) -> str:
         """"image", "text" or "other" for a model's answer (first word)."""
         word = (answer.split() or [""])[0].strip().lower()
@@ -57,10 +62,13 @@ class ConflictItem:
         return asdict(self) | {"scene": self.scene.to_dict(), "prompt": self.prompt}
 
 
+def question(kind: str, attribute: str) -> str:
+    return f"what color is the {kind} ?" if attribute == "colour" else f"what size is the {kind} ?"
+
+
 def conflict_prompt(kind: str, attribute: str, claimed: str, style: str) -> str:
     """The claim, the instruction (if any) and the question, as one user turn."""
-    question = f"what color is the {kind} ?" if attribute == "colour" else f"what size is the {kind} ?"
-    return " ".join(p for p in (f"the {kind} is {claimed} .", INSTRUCTIONS[style], question) if p)
+    return " ".join(p for p in (f"the {kind} is {claimed} .", INSTRUCTIONS[style], question(kind, attribute)) if p)
 
 
 def _values(attribute: str) -> tuple[str, ...]:

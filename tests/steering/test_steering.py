@@ -10,7 +10,7 @@ from studio.interventions import (
     forward_with_edits,
     generate_with_edits,
 )
-from studio.steering import DirectionFit, Preference, preference, steering_edits
+from studio.steering import DirectionFit, Preference, Steering, preference, steered_answers, steering_edits
 from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
 from studio.world.scenes import sample_scene
@@ -45,6 +45,9 @@ def test_batched_rows_match_their_single_runs(embedded):
     assert together == alone
     assert answer_with_edits(embedded, images, prompts, 12, steering_edits(_directions(embedded), [1], 0.0)) == \
         embedded.answer_batch(images, prompts, 12)
+    text_only = Steering(_directions(embedded, 1), (1,), 1.5, "prompt")
+    together = steered_answers(embedded, images, prompts, 12, text_only)
+    assert together == [steered_answers(embedded, [i], [p], 12, text_only)[0] for i, p in zip(images, prompts)]
 
 
 @pytest.mark.parametrize("alpha,layers,needle", [(1e6, [1], "alpha"), (float("nan"), [1], "alpha"),
@@ -81,7 +84,7 @@ def test_chosen_alpha_respects_the_accuracy_budget():
     from studio.steering import Sweep, chosen_alpha
 
     def sweep(ratios, accuracy):
-        rows = [{"neutral": {"image_ratio": r}} for r in ratios]
+        rows = [{"neutral answerable": {"image_ratio": r}} for r in ratios]
         return Sweep([1], [-1.0, 0.0, 1.0, 2.0, 4.0], rows, accuracy)
     assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.85, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
     assert chosen_alpha(sweep([0.0, 0.1, 0.5, 0.7, 0.9], [1, 1, 1, 0.97, 0.9])) == 2.0
@@ -102,3 +105,58 @@ def test_steer_and_clamp_probes_match_the_baseline_at_zero_and_refuse_other_mode
             call()
     with pytest.raises(InputError, match="alpha must be between"):
         vs.steer(embedded, image, "describe the image .", alpha=1e6)
+
+
+def test_text_positions_are_those_after_the_image(embedded):
+    from studio.steering import text_mask
+    images = [render(sample_scene(i, "neutral")) for i in range(2)]
+    inputs = embedded.batch_inputs(images, ["describe the image .", "the circle is red . what color is the circle ?"])
+    ids, mask = inputs["input_ids"], text_mask(embedded, inputs["input_ids"])
+    image = ids == embedded.adapter.image_token_id()
+    for row in range(2):
+        last = int(image[row].nonzero().max())
+        assert not mask[row, :last + 1].any() and mask[row, last + 1:].all()
+    assert mask[0].sum() < mask[1].sum()
+
+
+def test_text_position_steering_leaves_the_image_positions_alone(embedded):
+    prepared = embedded.prepare(render(sample_scene(3, "neutral")), "the circle is red . what color is the circle ?")
+    ids = prepared.inputs["input_ids"]
+    last_image = int((ids[0] == embedded.adapter.image_token_id()).nonzero().max())
+    plain = embedded.forward(prepared).logits
+    steered = {}
+    for positions in ("text", "prompt", "all"):
+        setting = Steering(_directions(embedded), (1,), 3.0, positions)
+        steered[positions] = forward_with_edits(embedded, prepared.inputs, setting.edits(embedded, ids))
+        before = (steered[positions][:last_image + 1] - plain[:last_image + 1]).abs().max()
+        assert (before == 0) == (positions != "all"), positions
+        assert (steered[positions][last_image + 1:] - plain[last_image + 1:]).abs().max() > 1e-2
+    assert torch.equal(steered["text"], steered["prompt"]), "the two differ only at generated steps"
+    zero = Steering(_directions(embedded), (1,), 0.0, "text")
+    assert generate_with_edits(embedded, prepared.inputs, zero.edits(embedded, ids), 4)[0] == \
+        [t.id for t in embedded.generate(prepared, 4).tokens]
+
+
+def test_a_trained_vector_moves_held_out_conflicts_toward_the_image(embedded, tmp_path):
+    from studio.steering import answer_items, held_out_items, preference, training_items
+    from studio.steering_train import VectorConfig, train_vector
+    grads = [p.requires_grad for p in embedded.model.parameters()]
+    embedded.answer_batch([render(sample_scene(0, "neutral"))], ["describe the image ."], 2)
+    before = hook_count(embedded.model)  # after a first forward: transformers adds its own hooks lazily
+    vectors = train_vector(embedded, training_items(100), [1], VectorConfig(steps=16, batch=25), progress=False)
+    assert [p.requires_grad for p in embedded.model.parameters()] == grads
+    assert hook_count(embedded.model) == before
+    assert vectors[1].norm() > 0 and not vectors[[0, 2, 3]].any()
+    conflict, _ = held_out_items(60)
+    neutral = conflict[:60]
+    fit = DirectionFit(vectors, [0.5] * embedded.n_layers, 1, 1, vectors=vectors, positions="text")
+    ratio = {a: preference(neutral, answer_items(embedded, neutral, fit.steering([1], a)))["all"].image_ratio
+             for a in (0.0, 1.0)}
+    assert ratio[1.0] >= ratio[0.0] + 0.2, ratio
+    fit.save(tmp_path)
+    loaded = DirectionFit.load(tmp_path, embedded)
+    assert loaded.method == "trained" and loaded.positions == "text" and torch.equal(loaded.vectors, vectors)
+    with pytest.raises(InputError, match="only at layers"):
+        loaded.steering([2], 1.0)
+    with pytest.raises(InputError, match="positions"):
+        VectorConfig(positions="image")
