@@ -5,8 +5,9 @@ Large Language Models"): the preference is read from which side of a conflict th
 follows; a direction is the difference of mean residual states (last prompt position) between
 image-following and text-following cases, and a linear probe's held-out accuracy per layer says
 where the side is decided. Steering adds ``alpha * vector`` to the chosen decoder layers'
-outputs at every step (an nnsight trace, :mod:`studio.interventions`), either at every
-position or only at text positions (after the image, and every generated token).
+outputs (an nnsight trace, :mod:`studio.interventions`) at every position and generated step,
+at the text positions (after the image, and every generated step), or at the prompt's text
+positions only (:class:`Steering`).
 
 The vector is either the mean difference itself (``alpha`` in units of that gap) or one
 trained for the job (:mod:`studio.steering_train`; ``alpha`` 1 is the trained vector).

@@ -9,7 +9,9 @@ text claim instead. The objective follows BiPO (Cao et al. 2024, "Personalized S
 Large Language Models via Bi-directional Preference Optimization") in spirit, with
 cross-entropy in place of its preference loss: ``+v`` should answer a conflict from the
 image and ``-v`` from the text, and both should keep a matched twin (the same item with a
-true claim) right, with weight ``matched_weight``.
+true claim) right, with weight ``matched_weight``. Conflicts whose bare question the model
+gets wrong from the image are left out (``answerable_only``): their image answer is one the
+model cannot see, and pushing toward it teaches avoiding the claimed value, not reading the image.
 
 The fit runs locally with request-scoped forward hooks (:mod:`studio.hooks`), since it needs
 gradients through the frozen model; the vector it returns is applied like any other, through
@@ -49,7 +51,8 @@ class VectorConfig:
 
     def __post_init__(self) -> None:
         check_positions(self.positions)
-        if min(self.items, self.steps, self.batch) < 1 or self.lr <= 0 or self.matched_weight < 0 or self.bidirectional < 0:
+        if min(self.items, self.steps, self.batch) < 1 or self.lr <= 0 \
+                or min(self.matched_weight, self.bidirectional) < 0:
             raise InputError("items, steps and batch must be positive, lr positive, weights not negative")
 
 
@@ -102,6 +105,9 @@ def train_vector(session, items: list[ConflictItem], layers: list[int], config: 
         raise InputError("training a steering vector needs conflict items")
     if config.answerable_only:
         items = [i for i, ok in zip(items, image_answerable(session, items)) if ok]
+        if not items:
+            raise InputError("the model answers none of these items right from the image alone: "
+                             "there is no image side to steer toward")
     items = list(items)
     random.Random(config.seed).shuffle(items)
     hidden = session.adapter.final_norm().weight.shape[0]
@@ -131,7 +137,8 @@ def _loss(session, modules, vectors: dict[int, torch.Tensor], inputs: dict, mask
     """Weighted cross-entropy of the first answer token with ``sign`` × the vectors added."""
     def hook(layer: int):
         def add(module, args, output):
-            shifted = output_tensor(output) + sign * mask.to(output_tensor(output).dtype) * vectors[layer]
+            hidden = output_tensor(output)
+            shifted = hidden + (sign * mask * vectors[layer]).to(hidden.dtype)
             return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
         return add
     with torch.enable_grad(), forward_hooks([(modules[layer], hook(layer)) for layer in vectors]):
