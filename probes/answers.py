@@ -151,7 +151,7 @@ class SteerParams(ProbeParams):
 
 class Steer(AnswerProbe):
     name = "steer"
-    description = "answer with the modality-preference direction added (nnsight), next to the unsteered answer"
+    description = "answer with the modality-preference steering vector added (nnsight), next to the unsteered answer"
     params_class = SteerParams
     result_class = SteerResult
     needs_fit = True

@@ -1,5 +1,5 @@
 """The "Steer" tab: the modality-preference probe curve, the alpha sweep, and a live alpha that
-regenerates the current answer with the preference direction added (an nnsight trace)."""
+regenerates the current answer with the steering vector added (an nnsight trace)."""
 from __future__ import annotations
 
 import functools
