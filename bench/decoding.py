@@ -14,7 +14,7 @@ import time
 
 from bench.probes import peak_extra_bytes
 from studio.decoding import strategy_by_name
-from studio.session import ModelSession
+from studio.engine.session import ModelSession
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import render
 from studio.world.scenes import sample_scene

@@ -19,7 +19,7 @@ from probes import ProbeRequest, run_probe
 from probes.logit_lens import sweep
 from probes.runs import get_run
 from studio import inspect_tab
-from studio.session import ModelSession
+from studio.engine.session import ModelSession
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import render
 from studio.world.scenes import sample_scene

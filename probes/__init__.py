@@ -12,7 +12,7 @@ from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
 from probes.detector import Detector
 from probes.drift import Drift
 from probes.logit_lens import LogitLens
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 REGISTRY: dict[str, Probe] = {p.name: p for p in (LogitLens(), Attention(), Attribution(), Drift(), Detector(),
                                                      Decode(), Steer(), Clamp())}

@@ -17,9 +17,8 @@ from typing import ClassVar
 import numpy as np
 
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
-from studio.errors import InputError
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from studio.engine.assets import ASSETS
+from studio.engine.errors import InputError
 
 
 @dataclass
@@ -145,24 +144,24 @@ class SteerParams(ProbeParams):
     directions: str = ""
 
     def __post_init__(self):
-        from studio.steering import check_alpha
+        from studio.steering.vectors import check_alpha
         check_alpha(self.alpha)
 
 
 class Steer(AnswerProbe):
     name = "steer"
-    description = "answer with the modality-preference steering vector added (nnsight), next to the unsteered answer"
+    description = "answer with the modality-preference steering vector added, next to the unsteered answer"
     params_class = SteerParams
     result_class = SteerResult
     needs_fit = True
 
     def answer(self, session, prepared, max_new_tokens: int, params: SteerParams) -> SteerResult:
-        from studio.interventions import generate_with_edits
-        from studio.steering import DirectionFit
+        from studio.steering.fit import DirectionFit
         fit = fitted(session, "steer", params.directions or ASSETS / "steering", DirectionFit.load)
         layers = [int(x) for x in params.layers] or list(fit.extra.get("layers", [0]))
-        edits = fit.steering(layers, params.alpha).edits(session, prepared.inputs["input_ids"])
-        ids = generate_with_edits(session, prepared.inputs, edits, max_new_tokens)[0]
+        steering = fit.steering(layers, params.alpha)
+        generation = session.generate(prepared, max_new_tokens, interventions=steering.interventions())
+        ids = [t.id for t in generation.tokens]
         return self.result(session, prepared, max_new_tokens, f"alpha {params.alpha:+g} at layers {layers}", ids)
 
 
@@ -183,7 +182,7 @@ class ClampParams(ProbeParams):
 
 class Clamp(AnswerProbe):
     name = "clamp"
-    description = "answer with one concept-dictionary feature clamped (nnsight), next to the plain answer"
+    description = "answer with one concept-dictionary feature clamped, next to the plain answer"
     params_class = ClampParams
     result_class = ClampResult
     needs_fit = True

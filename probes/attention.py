@@ -14,8 +14,8 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest
 from probes.layout import LayoutResult, layout_of
-from studio.errors import InputError
-from studio.hooks import forward_hooks
+from studio.engine.errors import InputError
+from studio.interventions import read
 
 
 @dataclass(frozen=True)
@@ -73,16 +73,16 @@ class Attention(Probe):
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
         to_image, share, means = [], [], []
 
-        def keep(module, args, output):
-            weights = output[1][0].float()
+        def keep(weights: torch.Tensor) -> None:
+            weights = weights[0].float()
             to_image.append(weights[:, queries][:, :, images].cpu())
             share.append(weights[:, queries][:, :, images].sum(-1).cpu())
             means.append(weights.mean(0).cpu())
 
         inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
-        with session.eager_attention(), torch.inference_mode():
-            with forward_hooks([(m, keep) for m in session.adapter.attention_modules()]):
-                session.model(**inputs)
+        reads = [read("attention_weights", layer, keep) for layer in range(session.n_layers)]
+        with session.attention_implementation("eager"):
+            session.call(lambda: session.model(**inputs), reads)
         rollout = rollout_rows(means, params.residual, queries)[:, images]
         return AttentionResult(**layout_of(run), image_positions=images, query_positions=queries,
                                to_image=torch.stack(to_image).numpy(), image_share=torch.stack(share).numpy(),

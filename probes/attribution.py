@@ -29,7 +29,7 @@ from captum.attr import FeatureAblation, IntegratedGradients, LayerIntegratedGra
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
 from probes.runs import Run
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 PIXEL_BASELINE = 1e-3
 
@@ -124,18 +124,21 @@ class Attribution(Probe):
         groups = session.adapter.pixel_token_groups(target.inputs).to(pixels.device)
         n = len(run.token_map.image_positions)
         mask = torch.where(groups >= 0, groups, torch.full_like(groups, n)).expand_as(pixels)[None]
-        with session.lock:
-            with torch.no_grad():
-                log_prob = float(target.of_pixels(pixels[None])[0])
-                occlusion = FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
-                                                                  feature_mask=mask)
-            ig_pixels, pixel_delta = IntegratedGradients(target.of_pixels).attribute(
+        def occlude():
+            log_prob = float(target.of_pixels(pixels[None])[0])
+            return log_prob, FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
+                                                                         feature_mask=mask)
+
+        def integrate():
+            ig_pixels = IntegratedGradients(target.of_pixels).attribute(
                 pixels[None].float().requires_grad_(), baselines=PIXEL_BASELINE, n_steps=params.ig_steps,
                 internal_batch_size=1, return_convergence_delta=True)
             ids = target.inputs["input_ids"]
             lig = LayerIntegratedGradients(target.of_ids, session.adapter.embeddings())
-            ig_prompt, prompt_delta = lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
-                                                    internal_batch_size=1, return_convergence_delta=True)
+            return ig_pixels, lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
+                                            internal_batch_size=1, return_convergence_delta=True)
+        log_prob, occlusion = session.call(occlude)
+        (ig_pixels, pixel_delta), (ig_prompt, prompt_delta) = session.call(integrate, grad=True)
         prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
         return AttributionResult(
             **layout_of(run), image_positions=run.token_map.image_positions, answer_index=params.answer_index,

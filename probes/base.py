@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from studio.errors import InputError
-from studio.files import atomic_write
+from studio.engine.errors import InputError
+from studio.engine.files import atomic_write
 
 RESULT_VERSION = 1
 RESULT_TYPES: dict[str, type["ProbeResult"]] = {}

@@ -29,7 +29,7 @@ import torch
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
 from probes.runs import Run
-from studio.errors import InputError
+from studio.engine.errors import InputError
 from studio.world.scenes import KINDS
 
 COCO_OBJECTS = (

@@ -15,8 +15,8 @@ import torch
 
 from probes.base import ProbeRequest
 from studio.adapters import TokenMap
-from studio.images import load_image, pixel_digest
-from studio.session import Generation, ModelSession, Prepared
+from studio.engine.images import load_image, pixel_digest
+from studio.engine.session import Generation, ModelSession, Prepared
 
 CACHE_SIZE = 8
 

@@ -16,7 +16,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def embedded():
     """The shipped world model, loaded once."""
-    from studio.session import ModelSession
+    from studio.engine.session import ModelSession
     return ModelSession.load(None, device="cpu")
 
 
@@ -24,7 +24,7 @@ def embedded():
 def untrained_world():
     """A freshly initialised (untrained) world model: same architecture and processor, fast to build
     (with the phase 1-3 vocabulary, as the world model has before its conflict phase)."""
-    from studio.session import ModelSession
+    from studio.engine.session import ModelSession
     from studio.world.modelkit import (
         WorldModelSize,
         base_vocab_size,

@@ -5,9 +5,9 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from studio.app import build_app
-from studio.samples import load_samples
+from studio.ui.app import build_app
 from studio.world.render import render
+from studio.world.samples import load_samples
 from studio.world.scenes import sample_scene
 
 

@@ -9,9 +9,9 @@ import zipfile
 import pytest
 from gradio_client import handle_file
 
-from studio.app import build_app
-from studio.hooks import hook_count
-from studio.samples import load_samples
+from studio.engine.hooks import hook_count
+from studio.ui.app import build_app
+from studio.world.samples import load_samples
 
 PROMPT = "describe the image ."
 
@@ -47,7 +47,7 @@ def test_export_before_any_run_is_a_clear_message(client):
 
 
 def test_generate_and_mitigate_exports_hold_what_the_tabs_showed(client, tmp_path):
-    from studio.export import CELLS
+    from studio.sharing.export import CELLS
     sample = next(s for s in load_samples() if s.scene.split == "cooccur")
     highlighted, _, _ = client.predict(handle_file(str(sample.path)), PROMPT, 30, api_name="/generate")
     folder, request = _unzip(client.predict(api_name="/export_generate"), tmp_path / "g")
@@ -140,7 +140,7 @@ def test_a_cancelled_mitigation_stops_between_methods_and_the_session_keeps_serv
 def test_export_of_a_run_whose_image_is_gone_is_a_clear_message(embedded, tmp_path):
     import gradio as gr
 
-    from studio.app_common import ExportSpec, export_download
+    from studio.ui.common import ExportSpec, export_download
     spec = ExportSpec(str(tmp_path / "gone.png"), PROMPT, 8, [{"probe": "drift", "params": {}}])
     with pytest.raises(gr.Error, match="no longer exists"):
         export_download(embedded, "generate", spec)

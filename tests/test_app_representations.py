@@ -5,10 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from gradio_client import handle_file
 
-from studio.app import build_app
-from studio.hooks import hook_count
-from studio.interventions import generate_with_edits
-from studio.steer_tab import load_fit
+from studio.engine.hooks import hook_count
+from studio.ui.app import build_app
+from studio.ui.steer_tab import load_fit
 from studio.world.render import render
 from studio.world.scenes import sample_scene
 
@@ -49,8 +48,8 @@ def test_concurrent_steering_requests_each_get_their_own_answer(client, embedded
     layers = ",".join(str(x) for x in fit.extra["layers"])
     alphas = [-1.0, 0.0, 1.0, 2.0]
     prepared = embedded.prepare(path, prompt)
-    edits = {a: fit.steering(fit.extra["layers"], a).edits(embedded, prepared.inputs["input_ids"]) for a in alphas}
-    alone = {a: embedded.decode_answer(generate_with_edits(embedded, prepared.inputs, edits[a], 8)[0])
+    edits = {a: fit.steering(fit.extra["layers"], a).interventions() for a in alphas}
+    alone = {a: embedded.decode_answer([t.id for t in embedded.generate(prepared, 8, interventions=edits[a]).tokens])
              for a in alphas}
     before = hook_count(embedded.model)
     with ThreadPoolExecutor(len(alphas)) as pool:

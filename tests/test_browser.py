@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.app import build_app
-from studio.samples import load_samples
+from studio.ui.app import build_app
+from studio.world.samples import load_samples
 
 CHROMIUM = os.environ.get("VLM_STUDIO_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 TIMEOUT = 60_000  # ms: how long to wait for the page to show something (a bound, not a target)

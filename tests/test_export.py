@@ -8,9 +8,9 @@ import nbformat
 import pytest
 
 import vlm_studio as vs
-from studio.cli import main
-from studio.export import CELLS
-from studio.samples import load_samples
+from studio.cli.main import main
+from studio.sharing.export import CELLS
+from studio.world.samples import load_samples
 
 INJECTION = '"""); import os; os.system("id")  #'
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studio.errors import InputError
-from studio.images import load_image
+from studio.engine.errors import InputError
+from studio.engine.images import load_image
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -3,9 +3,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from studio.errors import ModelLoadError
-from studio.loading import load_model, pick_device, pick_dtype
-from studio.session import ModelSession
+from studio.engine.errors import ModelLoadError
+from studio.engine.loading import load_model, pick_device, pick_dtype
+from studio.engine.session import ModelSession
 
 
 def test_unknown_hub_id_offline_is_a_clear_error():

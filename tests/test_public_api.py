@@ -4,8 +4,8 @@ import pytest
 
 import vlm_studio as vs
 from probes import REGISTRY
-from studio.errors import InputError
-from studio.samples import load_samples
+from studio.engine.errors import InputError
+from studio.world.samples import load_samples
 
 PROMPT = "describe the image ."
 

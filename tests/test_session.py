@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from studio.errors import InputError
-from studio.hooks import hook_count
-from studio.session import MAX_PROMPT_CHARS
+from studio.engine.errors import InputError
+from studio.engine.hooks import hook_count
+from studio.engine.session import MAX_PROMPT_CHARS
 from studio.world.render import object_box, render
 from studio.world.scenes import sample_scene
 
@@ -72,7 +72,7 @@ def test_object_boxes_fall_on_patches_of_their_cell():
 
 
 def test_out_of_memory_becomes_a_clear_error_and_the_session_recovers(embedded, monkeypatch):
-    from studio.errors import ResourceError
+    from studio.engine.errors import ResourceError
     prepared = embedded.prepare(render(sample_scene(0)), "how many objects are there ?")
 
     def out_of_memory(*args, **kwargs):

@@ -8,8 +8,8 @@ import time
 
 from gradio_client import Client, handle_file
 
-from studio.cli import main
-from studio.samples import load_samples
+from studio.cli.main import main
+from studio.world.samples import load_samples
 
 
 def _port() -> int:

@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from probes import REGISTRY, ProbeRequest, ProbeResult, get_probe
-from studio.export import digest, export_runs
-from studio.images import ImageLike, load_image
-from studio.session import ModelSession
+from studio.engine.images import ImageLike, load_image
+from studio.engine.session import ModelSession
+from studio.sharing.export import digest, export_runs
 from views.registry import figures
 
 __all__ = ["ModelSession", "ProbeResult", "clamp", "decode", "digest", "export", "figures", "image_array", "load",

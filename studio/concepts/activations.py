@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from studio.errors import InputError
-from studio.files import atomic_write, atomic_write_json
+from studio.engine.errors import InputError
+from studio.engine.files import atomic_write, atomic_write_json
 from studio.world.language import CAPTION_PROMPT, caption
 from studio.world.modelkit import chat_batch
 from studio.world.render import render

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from studio.concepts.activations import WORD, ActivationSet
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 Method = Literal["semi-nmf", "kmeans"]
 METHODS = ("semi-nmf", "kmeans")

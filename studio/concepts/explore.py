@@ -18,8 +18,8 @@ import torch
 from PIL import ImageDraw
 
 from studio.concepts.sae import check_matches, load_sae
-from studio.errors import InputError
-from studio.interventions import Edit, generate_with_edits
+from studio.engine.errors import InputError
+from studio.interventions import Intervention
 
 Where = Literal["image", "all"]
 MAX_CLAMP = 1000.0
@@ -92,38 +92,33 @@ def top_crops(dictionary: Dictionary, feature: int, size: int = 24) -> list[tupl
     return out
 
 
-def clamp_edit(dictionary: Dictionary, feature: int, value: float | None, mask: torch.Tensor | None) -> Edit:
-    """The splice edit setting ``feature`` to ``value`` (None: to its own value) where ``mask``
-    [seq] is True in the prompt pass; with no mask, at every position and generated step."""
+def clamp_intervention(dictionary: Dictionary, feature: int, value: float | None,
+                       where: Where = "image") -> Intervention:
+    """The splice setting ``feature`` to ``value`` (None: to its own value) at the image positions
+    of the prompt pass (``where`` "image") or at every position and generated step ("all")."""
     feature = dictionary.check_feature(feature)
+    if where not in ("image", "all"):
+        raise InputError(f"clamp where must be 'image' or 'all'; got {where!r}")
     if value is not None and not abs(value) <= MAX_CLAMP:
         raise InputError(f"clamp value must be between -{MAX_CLAMP} and {MAX_CLAMP}; got {value}")
     sae = dictionary.sae
 
-    def edit(h: torch.Tensor) -> torch.Tensor:
-        if mask is not None and h.shape[1] != mask.shape[0]:
-            return h
+    def splice(h: torch.Tensor) -> torch.Tensor:
         f = sae.encode(h.to(sae.W_enc.dtype))
         clamped = f.clone()
         if value is not None:
-            where = mask.to(h.device) if mask is not None else slice(None)
-            clamped[:, where, feature] = value
+            clamped[..., feature] = value
         return h + (sae.decode(clamped) - sae.decode(f)).to(h.dtype)
-    return edit
+    if where == "image":
+        return Intervention("residual", dictionary.layer, splice, phase="prompt", positions="image")
+    return Intervention("residual", dictionary.layer, splice)
 
 
 def clamp_generate(session, dictionary: Dictionary, prepared, feature: int, value: float | None,
                    where: Where = "image", max_new_tokens: int = 32) -> list[int]:
     """Greedy generation with ``feature`` clamped to ``value`` (None: to its own value, a no-op
     by construction) at the image positions or everywhere; the new token ids."""
-    if where not in ("image", "all"):
-        raise InputError(f"clamp where must be 'image' or 'all'; got {where!r}")
-    mask = None
-    if where == "image":
-        positions = prepared.token_map.image_positions
-        if not positions:
-            raise InputError("clamping at image positions needs an image in the prompt")
-        mask = torch.zeros(len(prepared.token_map), dtype=torch.bool)
-        mask[positions] = True
-    edit = clamp_edit(dictionary, feature, None if value is None else float(value), mask)
-    return generate_with_edits(session, prepared.inputs, {dictionary.layer: edit}, max_new_tokens)[0]
+    splice = clamp_intervention(dictionary, feature, None if value is None else float(value), where)
+    if where == "image" and not prepared.token_map.image_positions:
+        raise InputError("clamping at image positions needs an image in the prompt")
+    return [t.id for t in session.generate(prepared, max_new_tokens, interventions=[splice]).tokens]

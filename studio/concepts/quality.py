@@ -11,7 +11,7 @@ from scipy.stats import rankdata
 
 from studio.concepts.activations import PATCH
 from studio.concepts.labels import attribute_values, patch_labels
-from studio.hooks import forward_hooks, output_tensor
+from studio.interventions import Intervention
 
 PURE_AUROC = 0.9
 
@@ -85,13 +85,10 @@ def feature_attributes(aucs: np.ndarray) -> list[dict]:
 def splice_loss(session, sae, layer: int, inputs: dict, labels: torch.Tensor) -> tuple[float, float]:
     """Mean next-token loss on labelled tokens, clean and with layer ``layer``'s output replaced
     by the SAE's reconstruction (no error term: this measures what the dictionary loses)."""
-    def reconstruct(module, args, output):
-        h = output_tensor(output)
+    def reconstruct(h: torch.Tensor) -> torch.Tensor:
         return sae.decode(sae.encode(h.to(sae.W_enc.dtype))).to(h.dtype)
 
-    module = session.adapter.decoder_layers()[layer]
-    with session.lock, torch.inference_mode():
-        clean = session.model(**inputs, labels=labels).loss.item()
-        with forward_hooks([(module, reconstruct)]):
-            spliced = session.model(**inputs, labels=labels).loss.item()
-    return clean, spliced
+    def loss() -> float:
+        return session.model(**inputs, labels=labels).loss.item()
+    splice = Intervention("residual", layer, reconstruct)
+    return session.call(loss), session.call(loss, [splice])

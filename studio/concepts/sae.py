@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from studio.concepts.activations import ActivationSet, model_fingerprint
-from studio.errors import InputError
-from studio.files import building_dir
+from studio.engine.errors import InputError
+from studio.engine.files import building_dir
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from studio.decoding.base import DecodingStrategy, Greedy, Sampling
-from studio.errors import InputError
+from studio.decoding.base import (
+    DecodeBatch,
+    DecodePlan,
+    DecodingStrategy,
+    Greedy,
+    Sampling,
+)
+from studio.engine.errors import InputError
 
 STRATEGIES: dict[str, type[DecodingStrategy]] = {"greedy": Greedy, "sampling": Sampling}
 
@@ -62,4 +68,4 @@ def _load_builtins() -> None:
     from studio.decoding import icd, sid, vcd  # noqa: F401  (registration side effect)
 
 
-__all__ = ["DecodingStrategy", "Greedy", "STRATEGIES", "Sampling", "parse_settings", "register", "strategy_by_name"]
+__all__ = ["DecodeBatch", "DecodePlan", "DecodingStrategy", "Greedy", "STRATEGIES", "Sampling", "parse_settings", "register", "strategy_by_name"]

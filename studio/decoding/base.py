@@ -1,19 +1,39 @@
 """The strategy interface, and the two plain strategies: greedy and seeded sampling.
 
-A strategy may give ``generate`` a batch of input rows (:meth:`DecodingStrategy.batch`;
-row 0 is always the answer being decoded, extra rows are contrast branches that decode in
-the same forward pass with their own KV cache) and logits processors that turn each step's
-scores into the next-token scores (:meth:`DecodingStrategy.processors`). A strategy with
-neither leaves generation exactly as plain ``generate``.
+A strategy gives ``generate`` a :class:`DecodeBatch` of input rows (the answer rows first;
+contrastive methods add amateur rows, :class:`studio.decoding.contrastive.ContrastiveBatch`)
+and a :class:`DecodePlan` for that batch: logits processors that turn each step's scores into
+the next-token scores, the interventions the rows need (SID's key masking), the attention
+implementation they need, and a trace the plan fills while decoding. A strategy with none of
+these leaves generation exactly as plain ``generate``.
 """
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from transformers import LogitsProcessor
 
-from studio.errors import InputError
+from studio.engine.errors import InputError
+from studio.interventions import Intervention
+
+
+@dataclass(frozen=True)
+class DecodeBatch:
+    """Input rows to decode together; rows ``0..answers-1`` are the answers returned."""
+
+    inputs: dict
+    answers: int
+
+
+@dataclass
+class DecodePlan:
+    """How one batch is decoded: processors, interventions, the text model's attention
+    implementation (None: unchanged) and the trace filled while decoding."""
+
+    processors: list[LogitsProcessor] = field(default_factory=list)
+    interventions: list[Intervention] = field(default_factory=list)
+    attention: str | None = None
+    trace: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,23 +53,18 @@ class DecodingStrategy:
     def check(self, session) -> None:
         """Raise InputError if the parameters do not fit ``session``'s model (before a long run)."""
 
-    def batch(self, session, prepared) -> dict:
-        """The input rows to decode for one request; row 0 is the answer (greedy: the prepared
-        inputs as they are, so greedy generation is exactly plain ``generate``)."""
-        return prepared.inputs
+    def batch(self, session, prepared) -> DecodeBatch:
+        """The rows to decode for one prepared request (greedy: the prepared inputs as they are,
+        so greedy generation is exactly plain ``generate``)."""
+        return DecodeBatch(prepared.inputs, 1)
 
-    def rows(self, session, images: list, prompts: list[str]) -> dict:
-        """Input rows for many (image, prompt) pairs; the first ``len(prompts)`` rows are the answers."""
-        return session.batch_inputs(images, prompts)
+    def rows(self, session, images: list, prompts: list[str]) -> DecodeBatch:
+        """Rows for many (image, prompt) pairs; the first ``len(prompts)`` rows are the answers."""
+        return DecodeBatch(session.batch_inputs(images, prompts), len(prompts))
 
-    def processors(self, session, prepared) -> list[LogitsProcessor]:
-        """Logits processors that implement the strategy for one request (none for greedy)."""
-        return []
-
-    def hooks(self, session, inputs: dict):
-        """A context manager active while ``inputs`` (the batch rows) are decoded, e.g. request-scoped
-        attention changes; it may yield a dict that is added to the trace. None by default."""
-        return contextlib.nullcontext({})
+    def plan(self, session, batch: DecodeBatch) -> DecodePlan:
+        """Processors, interventions and trace for decoding ``batch`` (none for greedy)."""
+        return DecodePlan()
 
     @property
     def seed(self) -> int | None:

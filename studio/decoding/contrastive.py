@@ -8,8 +8,9 @@ Every step, with expert logits l and amateur logits l' at the last position:
 computed on raw logits as the VCD reference code does (log-softmax would shift each row by a
 constant and pick the same tokens). The amateur decodes as a second row of the same batch,
 so both branches run in one forward per step, each with its own KV cache rows; the processor
-returns the contrast for every row, so each amateur row takes its expert's next token. With
-n requests in one batch, rows 0..n-1 are the experts and rows n..2n-1 their amateurs.
+returns the contrast for every row, so each amateur row takes its expert's next token. The
+row protocol is explicit in :class:`ContrastiveBatch`: with n requests in one batch, rows
+0..n-1 are the experts and rows n..2n-1 their amateurs (amateur n+i contrasts expert i).
 
 alpha = 0 leaves d equal to the expert logits with only implausible tokens masked, which
 never masks the arg-max: greedy contrastive decoding at alpha = 0 is greedy decoding.
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from transformers import LogitsProcessor
 
-from studio.decoding.base import DecodingStrategy
-from studio.errors import InputError
+from studio.decoding.base import DecodeBatch, DecodePlan, DecodingStrategy
+from studio.engine.errors import InputError
 
 MAX_ALPHA = 10.0
 
@@ -37,29 +39,55 @@ def contrast(expert: torch.Tensor, amateur: torch.Tensor, alpha: float, beta: fl
     return scores.masked_fill(logp < cutoff, -math.inf)
 
 
-class ContrastProcessor(LogitsProcessor):
-    """The first half of the rows are experts, the second half their amateurs; both halves get
-    the contrast. Keeps a trace of each step's expert, amateur and contrast scores of row 0."""
+@dataclass(frozen=True)
+class ContrastiveBatch(DecodeBatch):
+    """Expert rows ``0..n-1`` then amateur rows ``n..2n-1``, amateur ``n + i`` contrasting
+    expert ``i`` (``answers`` = n). ``layout`` says how the rows line up: "shared" when every
+    amateur has its expert's token layout (VCD, SID: only pixels or attention differ), "left"
+    when amateurs have prompts of their own and all 2n rows are left-padded to one length, so
+    the last position of every row is its next-token position (ICD)."""
 
-    def __init__(self, alpha: float, beta: float) -> None:
+    layout: Literal["shared", "left"] = "shared"
+
+    @property
+    def experts(self) -> range:
+        return range(self.answers)
+
+    @property
+    def amateurs(self) -> range:
+        return range(self.answers, 2 * self.answers)
+
+    def __post_init__(self) -> None:
+        if self.inputs["input_ids"].shape[0] != 2 * self.answers:
+            raise InputError(f"a contrastive batch of {self.answers} experts needs {2 * self.answers} rows; "
+                             f"got {self.inputs['input_ids'].shape[0]}")
+
+
+class ContrastProcessor(LogitsProcessor):
+    """Each expert row and its amateur (``batch``'s rows) get the contrast of the two. Keeps a
+    trace of each step's expert, amateur and contrast scores of the first pair."""
+
+    def __init__(self, batch: ContrastiveBatch, alpha: float, beta: float) -> None:
+        self.experts, self.amateurs = list(batch.experts), list(batch.amateurs)
         self.alpha, self.beta = alpha, beta
-        self.trace = {"expert": [], "amateur": [], "contrast": []}
+        self.trace: dict[str, list] = {"expert": [], "amateur": [], "contrast": []}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        n = scores.shape[0] // 2
-        expert, amateur = scores[:n], scores[n:]
+        expert, amateur = scores[self.experts], scores[self.amateurs]
         mixed = contrast(expert, amateur, self.alpha, self.beta)
         self.trace["expert"].append(expert[0].detach().float().cpu())
         self.trace["amateur"].append(amateur[0].detach().float().cpu())
         self.trace["contrast"].append(mixed[0].detach().cpu())
-        return torch.cat([mixed, mixed]).to(scores.dtype)
+        out = torch.empty_like(scores, dtype=mixed.dtype)
+        out[self.experts], out[self.amateurs] = mixed, mixed
+        return out.to(scores.dtype)
 
 
 @dataclass(frozen=True)
 class ContrastiveStrategy(DecodingStrategy):
-    """Base of contrastive methods: validates alpha/beta and batches expert + amateur rows.
+    """Base of contrastive methods: validates alpha/beta and builds the :class:`ContrastiveBatch`.
 
-    Subclasses give the amateur row (:meth:`amateur_inputs`) and may add hooks.
+    Subclasses give the amateur rows (:meth:`amateurs`) and may extend the plan.
     """
 
     alpha: float = 1.0
@@ -72,23 +100,30 @@ class ContrastiveStrategy(DecodingStrategy):
             raise InputError(f"beta must be between 0 and 1; got {self.beta}")
 
     def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
-        """Amateur rows for expert rows ``experts`` (same layout unless :meth:`rows` is overridden)."""
+        """Amateur rows for expert rows ``experts``, with the same token layout."""
         raise NotImplementedError
 
-    def batch(self, session, prepared) -> dict:
+    def batch(self, session, prepared) -> ContrastiveBatch:
         images, prompts = [prepared.image], [prepared.prompt]
         return stack_rows(prepared.inputs, self.amateurs(session, prepared.inputs, images, prompts))
 
-    def rows(self, session, images: list, prompts: list[str]) -> dict:
+    def rows(self, session, images: list, prompts: list[str]) -> ContrastiveBatch:
         experts = session.batch_inputs(images, prompts)
         return stack_rows(experts, self.amateurs(session, experts, images, prompts))
 
-    def processors(self, session, prepared) -> list[LogitsProcessor]:
-        return [ContrastProcessor(self.alpha, self.beta)]
+    def plan(self, session, batch: DecodeBatch) -> DecodePlan:
+        processor = ContrastProcessor(as_contrastive(batch), self.alpha, self.beta)
+        return DecodePlan(processors=[processor], trace=processor.trace)
 
 
-def stack_rows(expert: dict, amateur: dict) -> dict:
-    """Expert rows then amateur rows (same token layout) as one batch.
+def as_contrastive(batch: DecodeBatch) -> ContrastiveBatch:
+    if not isinstance(batch, ContrastiveBatch):
+        raise TypeError("a contrastive strategy decodes a ContrastiveBatch")
+    return batch
+
+
+def stack_rows(expert: dict, amateur: dict) -> ContrastiveBatch:
+    """Expert rows then amateur rows (same token layout) as one :class:`ContrastiveBatch`.
 
     Tensors with a batch dimension are concatenated; ``pixel_values`` without one (Qwen2-VL's
     [patches, features]) concatenate along their first dimension too, with ``image_grid_thw``
@@ -96,4 +131,5 @@ def stack_rows(expert: dict, amateur: dict) -> dict:
     """
     if expert["input_ids"].shape != amateur["input_ids"].shape:
         raise InputError("expert and amateur inputs must have the same token layout to share a batch")
-    return {k: torch.cat([v, amateur[k]], dim=0) if torch.is_tensor(v) else v for k, v in expert.items()}
+    inputs = {k: torch.cat([v, amateur[k]], dim=0) if torch.is_tensor(v) else v for k, v in expert.items()}
+    return ContrastiveBatch(inputs, expert["input_ids"].shape[0], "shared")

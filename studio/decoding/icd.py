@@ -5,16 +5,17 @@ arXiv 2403.18715).
 The amateur sees the same image under a *disturbance instruction* placed before the question
 ("You are a confused object detector."), which raises the model's uncertainty in a
 language-driven direction; contrasting against it removes that drift. Combination as in VCD.
-Here it proves the strategy interface on a branch with a different token layout: the two
-rows are left-padded into one batch by the session's processor.
+The amateur rows have prompts of their own: all 2n rows are left-padded into one batch by the
+session's processor (a :class:`ContrastiveBatch` with layout "left"), so each amateur's last
+position, where its next token is read, lines up with its expert's.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from studio.decoding import register
-from studio.decoding.contrastive import ContrastiveStrategy
-from studio.errors import InputError
+from studio.decoding.contrastive import ContrastiveBatch, ContrastiveStrategy
+from studio.engine.errors import InputError
 
 DISTURBANCE = "You are a confused object detector."
 
@@ -32,11 +33,11 @@ class ICD(ContrastiveStrategy):
         if not self.instruction.strip():
             raise InputError("the disturbance instruction is empty")
 
-    def batch(self, session, prepared) -> dict:
+    def batch(self, session, prepared) -> ContrastiveBatch:
         if prepared.image is None:
             raise InputError("ICD contrasts two prompts about one image: give an image")
         return self.rows(session, [prepared.image], [prepared.prompt])
 
-    def rows(self, session, images: list, prompts: list[str]) -> dict:
+    def rows(self, session, images: list, prompts: list[str]) -> ContrastiveBatch:
         disturbed = [f"{self.instruction} {p}" for p in prompts]
-        return session.batch_inputs(images + images, prompts + disturbed)
+        return ContrastiveBatch(session.batch_inputs(images + images, prompts + disturbed), len(prompts), "left")

@@ -13,86 +13,57 @@ rather than removed, selection layer 2 and 100 of 576 vision tokens kept (``keep
 0.17) for LLaVA-1.5; alpha 1 and beta 0.1 as the paper's scripts pass them (their sampler in
 fact falls back to alpha 0.5, which we note and do not copy).
 
-Mechanism: a registered ``transformers`` attention function (the library's
-``AttentionInterface`` extension point, with the eager mask format registered beside it) computes eager attention and, for the amateur row
-only, records importance at ``layer - 1`` and masks the dropped vision keys from ``layer`` on.
-Its per-request state lives in a context variable, so other requests are never affected.
+Mechanism: two kinds of :class:`~studio.interventions.Intervention` on the amateur rows of
+the :class:`~studio.decoding.contrastive.ContrastiveBatch` (never the experts): a read of the
+attention weights at ``layer - 1`` that selects the kept tokens at every pass, and an edit of
+the additive attention mask at ``layer`` and after that hides the dropped ones. The language
+model runs eager attention for the request, so its weights exist and its mask is additive.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
-from transformers.models.llama.modeling_llama import eager_attention_forward
 
 from studio.decoding import register
-from studio.decoding.contrastive import ContrastiveStrategy
-from studio.errors import InputError
+from studio.decoding.base import DecodeBatch, DecodePlan
+from studio.decoding.contrastive import ContrastiveStrategy, as_contrastive
+from studio.engine.errors import InputError
+from studio.interventions import Intervention
 
-ATTENTION_NAME = "studio_ct2s"
 DEFAULT_LAYER = 2
 
 
 @dataclass
 class CT2SState:
     """One request's selection. ``image_positions`` [n, P]: each amateur row's vision key
-    positions (rows n..2n-1 of the batch); ``dropped`` [n, P - keep] after each selection."""
+    positions; ``dropped`` [n, P - keep] after each selection."""
 
     image_positions: torch.Tensor
-    layer: int
     keep_ratio: float
     dropped: torch.Tensor | None = None
     kept_per_step: list = field(default_factory=list)
 
-    @property
-    def n(self) -> int:
-        return self.image_positions.shape[0]
+    def select(self, weights: torch.Tensor) -> None:
+        """Keep each amateur row's least-attended vision tokens: ``weights`` [n, heads, q, k],
+        importance = the last query position's attention, mean over heads."""
+        last = weights[:, :, -1].float().mean(1)
+        importance = last.gather(1, self.image_positions.to(last.device))
+        keep = max(1, math.ceil(self.keep_ratio * self.image_positions.shape[1]))
+        order = importance.argsort(dim=1).cpu()
+        ranked = self.image_positions.gather(1, order)
+        self.dropped = ranked[:, keep:]
+        self.kept_per_step.append(ranked[0, :keep].tolist())
 
-
-_STATE: contextvars.ContextVar[CT2SState | None] = contextvars.ContextVar("studio_ct2s", default=None)
-
-
-def _select(state: CT2SState, weights: torch.Tensor) -> None:
-    """Keep each amateur row's least-attended vision tokens (attention of the last position)."""
-    last = weights[state.n:, :, -1].float().mean(1)
-    importance = last.gather(1, state.image_positions.to(last.device))
-    keep = max(1, math.ceil(state.keep_ratio * state.image_positions.shape[1]))
-    order = importance.argsort(dim=1).cpu()
-    ranked = state.image_positions.gather(1, order)
-    state.dropped = ranked[:, keep:]
-    state.kept_per_step.append(ranked[0, :keep].tolist())
-
-
-def _mask_dropped(state: CT2SState, query, key, attention_mask):
-    q_len, k_len = query.shape[2], key.shape[2]
-    base = attention_mask[..., :k_len] if attention_mask is not None else \
-        torch.zeros(key.shape[0], 1, q_len, k_len, dtype=query.dtype, device=query.device)
-    mask = base.expand(key.shape[0], base.shape[1], q_len, k_len).clone()
-    for i, dropped in enumerate(state.dropped):
-        mask[state.n + i, :, :, dropped] = torch.finfo(mask.dtype).min
-    return mask
-
-
-def ct2s_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Eager attention; for the amateur rows, CT2S selection and masking when a request asks."""
-    state = _STATE.get()
-    layer = getattr(module, "layer_idx", None)
-    active = state is not None and layer is not None and key.shape[0] == 2 * state.n
-    if active and layer >= state.layer and state.dropped is not None and state.dropped.shape[1]:
-        attention_mask = _mask_dropped(state, query, key, attention_mask)
-    output, weights = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-    if active and layer == state.layer - 1:
-        _select(state, weights)
-    return output, weights
-
-
-AttentionInterface.register(ATTENTION_NAME, ct2s_attention)
-AttentionMaskInterface.register(ATTENTION_NAME, eager_mask)
+    def mask_dropped(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """``mask`` [n, 1, q, k] (additive) with the dropped keys of each row at the dtype's minimum."""
+        if self.dropped is None or not self.dropped.shape[1]:
+            return None
+        out = mask.clone()
+        for i, dropped in enumerate(self.dropped):
+            out[i, :, :, dropped.to(out.device)] = torch.finfo(out.dtype).min
+        return out
 
 
 @register
@@ -128,16 +99,24 @@ class SID(ContrastiveStrategy):
             raise InputError("SID selects vision tokens: give an image")
         return experts
 
-    @contextlib.contextmanager
-    def hooks(self, session, inputs: dict):
-        """CT2S attention for this batch: eager attention with the amateur rows' selection."""
-        ids = inputs["input_ids"]
-        n = ids.shape[0] // 2
-        positions = torch.stack([(row == session.adapter.image_token_id()).nonzero().flatten() for row in ids[n:]])
-        state = CT2SState(positions.cpu(), self.selection_layer(session), self.keep_ratio)
-        reset = _STATE.set(state)
-        try:
-            with session.attention_implementation(ATTENTION_NAME, text_only=True):
-                yield {"kept": state.kept_per_step, "image_positions": positions[0].tolist()}
-        finally:
-            _STATE.reset(reset)
+    def plan(self, session, batch: DecodeBatch) -> DecodePlan:
+        """The contrast, plus CT2S on the amateur rows under eager attention."""
+        pairs = as_contrastive(batch)
+        ids = pairs.inputs["input_ids"]
+        rows = tuple(pairs.amateurs)
+        positions = torch.stack([(ids[r] == session.adapter.image_token_id()).nonzero().flatten() for r in rows])
+        state = CT2SState(positions.cpu(), self.keep_ratio)
+        layer = self.selection_layer(session)
+        interventions = [Intervention("attention_weights", layer - 1, _reader(state), rows=rows)]
+        interventions += [Intervention("attention_mask", i, state.mask_dropped, rows=rows)
+                          for i in range(layer, session.n_layers)]
+        plan = super().plan(session, batch)
+        plan.trace.update(kept=state.kept_per_step, image_positions=positions[0].tolist())
+        return DecodePlan(plan.processors, interventions, "eager", plan.trace)
+
+
+def _reader(state: CT2SState):
+    def read(weights: torch.Tensor) -> None:
+        state.select(weights)
+        return None
+    return read

@@ -17,7 +17,7 @@ import torch
 
 from studio.decoding import register
 from studio.decoding.contrastive import ContrastiveStrategy
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 NOISE_STEPS = 1000
 

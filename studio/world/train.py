@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from studio.errors import InputError
+from studio.engine.errors import InputError
 from studio.world import conflict
 from studio.world.language import KINDS, QUESTION_WEIGHTS, TASK_WEIGHTS, sample_example
 from studio.world.modelkit import (

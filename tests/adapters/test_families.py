@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from studio.hooks import hook_count
-from studio.session import ModelSession
-from studio.tiny import FAMILIES, build_tiny, sample_image, save_tiny
+from studio.engine.hooks import hook_count
+from studio.engine.session import ModelSession
+from tiny_models import FAMILIES, build_tiny, sample_image, save_tiny
 
 # (family, image width, height, expected grids as (name, rows, cols))
 CASES = [

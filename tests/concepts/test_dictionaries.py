@@ -24,8 +24,9 @@ from studio.concepts.sae import (
     save_sae,
     train_sae,
 )
-from studio.errors import InputError
-from studio.hooks import hook_count
+from studio.engine.errors import InputError
+from studio.engine.hooks import hook_count
+from studio.interventions import read
 from studio.world.render import render
 from studio.world.scenes import sample_scene
 
@@ -129,17 +130,31 @@ def test_word_concepts_from_the_activation_set(acts, untrained_world):
         learn_concepts(acts, untrained_world.tokenizer.convert_tokens_to_ids("heart"), "heart", n_concepts=50)
 
 
-def test_clamping_to_another_value_changes_the_logits(dictionary, untrained_world):
-    from studio.concepts.explore import clamp_edit
-    from studio.interventions import forward_with_edits
+def test_clamping_sets_the_feature_to_the_value_asked(dictionary, untrained_world):
+    from studio.concepts.explore import clamp_intervention
     _, d = dictionary
-    prepared = untrained_world.prepare(render(sample_scene(3, "neutral")), "describe the image .")
-    plain = untrained_world.forward(prepared).logits
-    same = forward_with_edits(untrained_world, prepared.inputs, {1: clamp_edit(d, 5, None, None)})
-    moved = forward_with_edits(untrained_world, prepared.inputs, {1: clamp_edit(d, 5, 50.0, None)})
-    assert torch.equal(same, plain) and (moved - plain).abs().max() > 1e-3
+    session = untrained_world
+    prepared = session.prepare(render(sample_scene(3, "neutral")), "describe the image .")
+    plain = session.forward(prepared).logits
+    same = session.forward(prepared, interventions=[clamp_intervention(d, 5, None, "all")]).logits
+    assert torch.equal(same, plain), "clamping a feature to its own value is no edit"
+    hidden = session.layer_outputs(prepared.inputs, [d.layer])[0][0]
+    own = d.encode(hidden)[:, 5]
+    edited = {}
+    for where in ("image", "all"):
+        edit = clamp_intervention(d, 5, 50.0, where)
+        reads = [edit, read("residual", d.layer, lambda h, w=where: edited.__setitem__(w, h[0].detach()))]
+        session.forward(prepared, interventions=reads)
+    image = torch.zeros(len(prepared.token_map), dtype=torch.bool)
+    image[prepared.token_map.image_positions] = True
+    # the splice adds decode(f') - decode(f) = (value - f[feature]) * W_dec[feature]: the clamped code holds the value
+    for where, at in (("image", image), ("all", torch.ones_like(image))):
+        delta = edited[where] - hidden
+        expected = (50.0 - own)[:, None] * d.sae.W_dec[5][None]
+        assert torch.allclose(delta[at], expected[at].to(delta.dtype), atol=1e-4), where
+        assert torch.equal(delta[~at], torch.zeros_like(delta[~at])), where
     with pytest.raises(InputError, match="clamp value"):
-        clamp_edit(d, 5, 1e9, None)
+        clamp_intervention(d, 5, 1e9)
 
 
 def test_build_scores_grounds_maps_and_saves(untrained_world, tmp_path):

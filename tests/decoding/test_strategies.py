@@ -7,10 +7,10 @@ import torch
 from studio.decoding import STRATEGIES, strategy_by_name
 from studio.decoding.contrastive import contrast
 from studio.decoding.vcd import alpha_bar, diffuse
-from studio.errors import InputError
-from studio.hooks import hook_count
-from studio.session import ModelSession
-from studio.tiny import FAMILIES, build_tiny, sample_image
+from studio.engine.errors import InputError
+from studio.engine.hooks import hook_count
+from studio.engine.session import ModelSession
+from tiny_models import FAMILIES, build_tiny, sample_image
 
 CONTRASTIVE = ("vcd", "sid", "icd")
 

@@ -7,7 +7,7 @@ from probes import ProbeRequest, run_probe
 from probes.attention import rollout_rows
 from probes.attribution import _Target
 from probes.runs import get_run
-from studio.errors import InputError
+from studio.engine.errors import InputError
 from studio.world.render import render
 from studio.world.scenes import sample_scene
 
@@ -22,7 +22,7 @@ def test_image_share_matches_a_hand_computation(untrained_world, request_):
     result = run_probe(session, "attention", request_)
     run = get_run(session, request_)
     inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
-    with session.eager_attention(), torch.inference_mode():
+    with session.attention_implementation("eager"), torch.inference_mode():
         attentions = session.model(**inputs, output_attentions=True).attentions
     assert session.model.config._attn_implementation == "sdpa"
     for layer, weights in enumerate(attentions):

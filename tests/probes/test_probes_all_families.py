@@ -8,9 +8,9 @@ import torch
 from probes import REGISTRY, ProbeRequest, run_probe
 from probes.base import ProbeResult
 from probes.runs import get_run
-from studio.hooks import hook_count
-from studio.session import ModelSession
-from studio.tiny import FAMILIES, build_tiny, sample_image
+from studio.engine.hooks import hook_count
+from studio.engine.session import ModelSession
+from tiny_models import FAMILIES, build_tiny, sample_image
 
 
 def weights_digest(model) -> str:

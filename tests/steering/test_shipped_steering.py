@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio.steering import DirectionFit, answer_items, held_out_items, image_answerable, preference
+from studio.steering.fit import DirectionFit
+from studio.steering.preference import (
+    answer_items,
+    held_out_items,
+    image_answerable,
+    preference,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "steering"
 

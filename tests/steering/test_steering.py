@@ -1,16 +1,13 @@
-"""Steering through nnsight: alpha 0 is the plain model bit for bit, edits leave nothing behind,
+"""Steering through request-scoped interventions: alpha 0 is the plain model bit for bit, edits leave nothing behind,
 batched rows stay independent, and bad directions/alphas/layers get clear messages."""
 import pytest
 import torch
 
-from studio.errors import InputError
-from studio.hooks import hook_count
-from studio.interventions import (
-    answer_with_edits,
-    forward_with_edits,
-    generate_with_edits,
-)
-from studio.steering import DirectionFit, Preference, Steering, preference, steered_answers, steering_edits
+from studio.engine.errors import InputError
+from studio.engine.hooks import hook_count
+from studio.steering.fit import DirectionFit
+from studio.steering.preference import Preference, preference
+from studio.steering.vectors import Steering, steered_answers
 from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
 from studio.world.scenes import sample_scene
@@ -27,11 +24,11 @@ def test_alpha_zero_is_bit_identical_and_no_hook_remains(family, request):
     prepared = session.prepare(render(sample_scene(5, "neutral")), "describe the image .")
     plain = [t.id for t in session.generate(prepared, 10).tokens]
     before = hook_count(session.model)
-    edits = steering_edits(_directions(session), [0, 1], 0.0)
-    assert generate_with_edits(session, prepared.inputs, edits, 10)[0] == plain
-    assert torch.equal(forward_with_edits(session, prepared.inputs, edits), session.forward(prepared).logits)
-    strong = forward_with_edits(session, prepared.inputs, steering_edits(_directions(session), [1], 5.0))
-    assert (strong - session.forward(prepared).logits).abs().max() > 1e-2
+    edits = Steering(_directions(session), (0, 1), 0.0).interventions()
+    assert [t.id for t in session.generate(prepared, 10, interventions=edits).tokens] == plain
+    assert torch.equal(session.forward(prepared, interventions=edits).logits, session.forward(prepared).logits)
+    strong = session.forward(prepared, interventions=Steering(_directions(session), (1,), 5.0).interventions())
+    assert (strong.logits - session.forward(prepared).logits).abs().max() > 1e-2
     assert hook_count(session.model) == before
     assert [t.id for t in session.generate(prepared, 10).tokens] == plain
 
@@ -39,11 +36,12 @@ def test_alpha_zero_is_bit_identical_and_no_hook_remains(family, request):
 def test_batched_rows_match_their_single_runs(embedded):
     images = [render(sample_scene(i, "neutral")) for i in range(3)]
     prompts = ["describe the image .", "what color is the circle ?", "how many objects are there ?"]
-    edits = steering_edits(_directions(embedded, 1), [1], 1.5)
-    together = answer_with_edits(embedded, images, prompts, 12, edits)
-    alone = [answer_with_edits(embedded, [i], [p], 12, edits)[0] for i, p in zip(images, prompts)]
+    steering = Steering(_directions(embedded, 1), (1,), 5.0)
+    together = steered_answers(embedded, images, prompts, 12, steering)
+    alone = [steered_answers(embedded, [i], [p], 12, steering)[0] for i, p in zip(images, prompts)]
     assert together == alone
-    assert answer_with_edits(embedded, images, prompts, 12, steering_edits(_directions(embedded), [1], 0.0)) == \
+    assert together != embedded.answer_batch(images, prompts, 12), "the steering must change something"
+    assert steered_answers(embedded, images, prompts, 12, Steering(_directions(embedded), (1,), 0.0)) == \
         embedded.answer_batch(images, prompts, 12)
     text_only = Steering(_directions(embedded, 1), (1,), 1.5, "prompt")
     together = steered_answers(embedded, images, prompts, 12, text_only)
@@ -54,7 +52,7 @@ def test_batched_rows_match_their_single_runs(embedded):
                                                   (1.0, [99], "out of range"), (1.0, [], "at least one layer")])
 def test_bad_steering_settings(untrained_world, alpha, layers, needle):
     with pytest.raises(InputError, match=needle):
-        steering_edits(_directions(untrained_world), layers, alpha)
+        Steering(_directions(untrained_world), tuple(layers), alpha)
 
 
 def test_direction_files_are_checked_against_the_model(untrained_world, embedded, tmp_path):
@@ -81,7 +79,7 @@ def test_conflict_items_and_preference_counts():
 
 
 def test_chosen_alpha_respects_the_accuracy_budget():
-    from studio.steering import Sweep, chosen_alpha
+    from studio.steering.sweep import Sweep, chosen_alpha
 
     def sweep(ratios, accuracy):
         rows = [{"neutral answerable": {"image_ratio": r}} for r in ratios]
@@ -108,7 +106,7 @@ def test_steer_and_clamp_probes_match_the_baseline_at_zero_and_refuse_other_mode
 
 
 def test_text_positions_are_those_after_the_image(embedded):
-    from studio.steering import text_mask
+    from studio.steering.vectors import text_mask
     images = [render(sample_scene(i, "neutral")) for i in range(2)]
     inputs = embedded.batch_inputs(images, ["describe the image .", "the circle is red . what color is the circle ?"])
     ids, mask = inputs["input_ids"], text_mask(embedded, inputs["input_ids"])
@@ -127,19 +125,24 @@ def test_text_position_steering_leaves_the_image_positions_alone(embedded):
     steered = {}
     for positions in ("text", "prompt", "all"):
         setting = Steering(_directions(embedded), (1,), 3.0, positions)
-        steered[positions] = forward_with_edits(embedded, prepared.inputs, setting.edits(embedded, ids))
+        steered[positions] = embedded.forward(prepared, interventions=setting.interventions()).logits
         before = (steered[positions][:last_image + 1] - plain[:last_image + 1]).abs().max()
         assert (before == 0) == (positions != "all"), positions
         assert (steered[positions][last_image + 1:] - plain[last_image + 1:]).abs().max() > 1e-2
     assert torch.equal(steered["text"], steered["prompt"]), "the two differ only at generated steps"
     zero = Steering(_directions(embedded), (1,), 0.0, "text")
-    assert generate_with_edits(embedded, prepared.inputs, zero.edits(embedded, ids), 4)[0] == \
+    assert [t.id for t in embedded.generate(prepared, 4, interventions=zero.interventions()).tokens] == \
         [t.id for t in embedded.generate(prepared, 4).tokens]
 
 
 def test_a_trained_vector_moves_held_out_conflicts_toward_the_image(embedded, tmp_path):
-    from studio.steering import answer_items, held_out_items, preference, training_items
-    from studio.steering_train import VectorConfig, train_vector
+    from studio.steering.preference import (
+        answer_items,
+        held_out_items,
+        preference,
+        training_items,
+    )
+    from studio.steering.train import VectorConfig, train_vector
     grads = [p.requires_grad for p in embedded.model.parameters()]
     embedded.answer_batch([render(sample_scene(0, "neutral"))], ["describe the image ."], 2)
     before = hook_count(embedded.model)  # after a first forward: transformers adds its own hooks lazily

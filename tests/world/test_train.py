@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from studio.cli import main
-from studio.errors import InputError
+from studio.cli.main import main
+from studio.engine.errors import InputError
 
 
 def test_quick_training_lowers_the_loss_and_saves_safetensors(tmp_path, capsys):
@@ -19,7 +19,7 @@ def test_quick_training_lowers_the_loss_and_saves_safetensors(tmp_path, capsys):
 def test_conflict_phase_extends_the_vocabulary_and_can_run_alone(tmp_path):
     from dataclasses import replace
 
-    from studio.session import ModelSession
+    from studio.engine.session import ModelSession
     from studio.world.modelkit import base_vocab_size, build_tokenizer
     from studio.world.train import TrainConfig, continue_with_context, train
     quick = TrainConfig.quick()

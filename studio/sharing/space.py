@@ -14,17 +14,17 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from studio.files import building_dir
+from studio.engine.files import building_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("studio", "probes", "views", "vlm_studio")
 ASSETS = ("world-model", "samples", "concepts", "steering", "MODEL_CARD.md")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "gradio", "plotly", "pillow", "numpy",
                 "tqdm", "captum", "nnsight", "sae-lens", "umap-learn", "scikit-learn", "scipy", "nbformat")
 
 APP = '''"""vlm-studio on Hugging Face Spaces: the studio on its embedded world model."""
-from studio.app import build_app
-from studio.session import ModelSession
+from studio.ui.app import build_app
+from studio.engine.session import ModelSession
 
 try:
     import spaces  # ZeroGPU hardware lends a GPU to functions marked with spaces.GPU

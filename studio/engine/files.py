@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 
 def atomic_write(path: str | Path, payload: bytes) -> Path:

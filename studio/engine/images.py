@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8

@@ -11,8 +11,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.errors import InputError, StudioError
-from studio.files import atomic_write_json
+from studio.engine.errors import InputError, StudioError
+from studio.engine.files import atomic_write_json
 
 MODEL_HELP = "model: 'embedded' (default), a local folder with safetensors weights, or a Hugging Face id"
 
@@ -27,21 +27,21 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _session(args):
-    from studio.session import ModelSession
+    from studio.engine.session import ModelSession
     return ModelSession.load(args.model, device=args.device, dtype=args.dtype,
                              trust_remote_code=args.trust_remote_code)
 
 
 def cmd_launch(args) -> int:
-    from studio.app import build_app
+    from studio.ui.app import build_app
     app = build_app(_session(args), concepts=args.concepts, steering=args.steering)
     app.queue().launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False)
     return 0
 
 
 def cmd_describe(args) -> int:
-    from studio.images import load_image
-    from studio.session import check_prompt
+    from studio.engine.images import load_image
+    from studio.engine.session import check_prompt
     load_image(args.image)
     check_prompt(args.prompt)
     session = _session(args)
@@ -73,7 +73,7 @@ def cmd_probe(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from studio.export import export_runs
+    from studio.sharing.export import export_runs
     run = {"probe": args.name, "params": dict(_parse_param(p) for p in args.param)}
     out = export_runs(args.out, _session(args), args.image, args.prompt, [run], args.max_new_tokens, force=args.force)
     print(f"wrote {out}/notebook.ipynb with request.json, image.png, results/ and figures.html")
@@ -175,7 +175,7 @@ def _compare_methods(args, session, splits: list[str]) -> int:
 
 
 def cmd_space(args) -> int:
-    from studio.space import write_space
+    from studio.sharing.space import write_space
     out = write_space(args.out_dir, force=args.force)
     print(f"wrote a Hugging Face Space to {out}: push it with `huggingface-cli upload` or git")
     return 0
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty folder")
     p.set_defaults(func=cmd_space)
 
-    from studio.cli_representations import add_commands
+    from studio.cli.representations import add_commands
     add_commands(sub, _model_args, lambda command: lambda args: command(args, _session(args)))
     return parser
 

@@ -17,11 +17,11 @@ import numpy as np
 
 from probes import REGISTRY, ProbeRequest, run_probe
 from studio.adapters import PatchGrid
-from studio.app_common import ExportSpec, export_controls, skip_all, user_errors
-from studio.errors import InputError
-from studio.images import load_image
-from studio.samples import scene_of
-from studio.session import ModelSession
+from studio.engine.errors import InputError
+from studio.engine.images import load_image
+from studio.engine.session import ModelSession
+from studio.ui.common import ExportSpec, export_controls, skip_all, user_errors
+from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
 from views import attention as attention_view

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio.errors import InputError, StudioError
+from studio.engine.errors import InputError, StudioError
 
 
 def user_errors(handler):
@@ -64,7 +64,7 @@ class ExportSpec:
 @user_errors
 def export_download(session, tab: str, spec: ExportSpec | None) -> str:
     """A zip of the tab's last run as a re-runnable notebook, its results and HTML figures."""
-    from studio.export import bundle
+    from studio.sharing.export import bundle
     spec = getattr(spec, "spec", spec)
     if spec is None:
         raise InputError(f"there is no {tab} run to export yet: run the tab first")

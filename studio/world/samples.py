@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.images import ImageLike, load_image, pixel_digest
+from studio.engine.assets import asset
+from studio.engine.images import ImageLike, load_image, pixel_digest
 from studio.world.language import caption
 from studio.world.render import render
 from studio.world.scenes import Scene, sample_split
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+SAMPLE_DIR = asset("samples")
 SAMPLE_PLAN = (("neutral", 6), ("cooccur", 4), ("colour_prior", 2))
 
 

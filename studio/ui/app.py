@@ -1,7 +1,7 @@
 """The Gradio studio. Handlers are plain top-level functions taking the session first; the
 layout lives in :func:`build_app`, and events are wired one line each.
 
-Every handler turns a :class:`~studio.errors.StudioError` into a ``gr.Error`` so the user
+Every handler turns a :class:`~studio.engine.errors.StudioError` into a ``gr.Error`` so the user
 sees one clear message and the app keeps serving.
 """
 from __future__ import annotations
@@ -10,16 +10,16 @@ import functools
 
 import gradio as gr
 
-from studio.app_common import ExportSpec, export_controls, save_png, user_errors
-from studio.concepts_tab import build_concepts_tab
-from studio.errors import StudioError
-from studio.images import load_image
-from studio.inspect_tab import build_inspect_tab
-from studio.mitigate_tab import build_mitigate_tab
-from studio.samples import load_samples, scene_of
-from studio.session import Generation, ModelSession
-from studio.steer_tab import build_steer_tab
+from studio.engine.errors import StudioError
+from studio.engine.images import load_image
+from studio.engine.session import Generation, ModelSession
+from studio.ui.common import ExportSpec, export_controls, save_png, user_errors
+from studio.ui.concepts_tab import build_concepts_tab
+from studio.ui.inspect_tab import build_inspect_tab
+from studio.ui.mitigate_tab import build_mitigate_tab
+from studio.ui.steer_tab import build_steer_tab
 from studio.world.language import caption
+from studio.world.samples import load_samples, scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
 

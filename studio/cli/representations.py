@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.errors import InputError
+from studio.engine.errors import InputError
 
 DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
                   "trained": (-2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 0.875, 1, 1.125, 1.25, 1.5, 2)}
@@ -49,29 +49,31 @@ def _numbers(text: str, kind=float) -> list:
 
 
 def cmd_steer_fit(args, session) -> int:
-    from studio import steering
+    from studio.steering import fit as fitting
+    from studio.steering import preference, sweep
+    from studio.steering.vectors import check_alpha
     alphas = _numbers(args.alphas) if args.alphas else list(DEFAULT_ALPHAS[args.method])
     for alpha in alphas:
-        steering.check_alpha(alpha)
+        check_alpha(alpha)
     if args.method == "trained":
-        from studio.steering_train import VectorConfig, train_vector
+        from studio.steering.train import VectorConfig, train_vector
         config = VectorConfig(steps=args.steps, seed=args.seed)
-    items = steering.direction_items(args.n)
-    fit = steering.fit_directions(session, items, steering.answer_items(session, items))
-    layers = _numbers(args.layers, int) if args.layers else [steering.best_layer(fit)]
+    items = preference.direction_items(args.n)
+    fit = fitting.fit_directions(session, items, preference.answer_items(session, items))
+    layers = _numbers(args.layers, int) if args.layers else [fitting.best_layer(fit)]
     print("probe accuracy by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
     if args.method == "trained":
-        training = steering.training_items(config.items)
+        training = preference.training_items(config.items)
         fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
         fit.extra["training"] = asdict(config)
-    conflict, matched = steering.held_out_items(args.n)
-    result = steering.sweep(session, fit, layers, alphas, conflict, matched)
+    conflict, matched = preference.held_out_items(args.n)
+    result = sweep.sweep(session, fit, layers, alphas, conflict, matched)
     fit.extra |= {"layers": layers, "sweep": result.to_dict(), "items_per_style": args.n}
     for alpha, ratio, seen, acc in zip(result.alphas, result.image_ratio("neutral"),
-                                       result.image_ratio(steering.TARGET_STYLE), result.matched_accuracy):
+                                       result.image_ratio(sweep.TARGET_STYLE), result.matched_accuracy):
         print(f"alpha {alpha:+.3f}: uninstructed conflicts follow the image {ratio:.1%} (those answerable from "
               f"the image {seen:.1%}); matched accuracy {acc:.1%}")
-    alpha = steering.chosen_alpha(result)
+    alpha = sweep.chosen_alpha(result)
     if alpha is not None and args.chair_scenes:
         fit.extra["bias_split"] = _bias_split(session, fit.steering(layers, alpha), args.chair_scenes)
     fit.save(args.out)
@@ -81,7 +83,7 @@ def cmd_steer_fit(args, session) -> int:
 
 def _bias_split(session, setting, scenes: int) -> dict:
     """Greedy against steering toward the image on the bias and neutral splits (CHAIR, POPE)."""
-    from studio.steering import steered_answers
+    from studio.steering.vectors import steered_answers
     from studio.world.compare import compare_methods, comparison_dict, format_comparison
     answerers = {"greedy": lambda i, p, m: session.answer_batch(i, p, m),
                  f"steer {setting.alpha:+g}": lambda i, p, m: steered_answers(session, i, p, m, setting)}

@@ -4,27 +4,30 @@ A session prepares (image, prompt) pairs with the model's own processor and chat
 into inputs plus a :class:`TokenMap`; runs forward passes that can capture the residual
 stream after every decoder layer; and generates with a pluggable decoding strategy
 (:mod:`studio.decoding`). Model calls are serialised by a per-session lock, and every hook
-is scoped to the request that added it (:mod:`studio.hooks`).
+is scoped to the request that added it (:mod:`studio.engine.hooks`).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 from PIL import Image
 
 from studio.adapters import Adapter, TokenMap, adapter_for
-from studio.decoding import DecodingStrategy, Greedy
-from studio.errors import InputError, ResourceError
-from studio.hooks import forward_hooks, output_tensor
-from studio.images import ImageLike, load_image
-from studio.loading import LoadedModel, load_model
+from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
+from studio.engine.errors import InputError, ResourceError, StudioError
+from studio.engine.images import ImageLike, load_image
+from studio.engine.loading import LoadedModel, load_model
+from studio.interventions import Intervention, intervene, read
 
 MAX_PROMPT_CHARS = 4000
 MAX_NEW_TOKENS = 512
+T = TypeVar("T")
 
 
 @dataclass
@@ -144,61 +147,60 @@ class ModelSession:
             tmap.grids, tmap.image = self.adapter.image_layout(ids, tokens, inputs, image.size)
         return tmap
 
-    @contextmanager
-    def capture_residuals(self) -> Iterator[list[torch.Tensor]]:
-        """Within the block, each forward appends every decoder layer's output state (batch 0)."""
-        states: list[torch.Tensor] = []
+    def call(self, fn: Callable[[], T], interventions: Sequence[Intervention] = (), generating: bool = False,
+             grad: bool = False) -> T:
+        """Run ``fn`` (which calls the model) as one request: under the session lock, without
+        autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
+        forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
+        :class:`ResourceError`. Every model call of the studio goes through here."""
+        adapter = self.adapter
+        with self.lock, _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
+                self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
+                generating, self._image_token_id()):
+            return fn()
 
-        def keep(module, args, output):
-            states.append(output_tensor(output)[0].detach())
-
-        with forward_hooks([(layer, keep) for layer in self.adapter.decoder_layers()]):
-            yield states
+    def _image_token_id(self) -> int | None:
+        try:
+            return self.adapter.image_token_id()
+        except StudioError:
+            return None
 
     def layer_outputs(self, inputs: dict, layers: list[int]) -> list[torch.Tensor]:
         """One pass over ``inputs`` (any batch); the output states [batch, seq, d] of each of
         the decoder ``layers``, in the order given."""
-        modules = self.adapter.decoder_layers()
         kept: dict[int, torch.Tensor] = {}
-
-        def keeper(index: int):
-            return lambda module, args, output: kept.__setitem__(index, output_tensor(output))
-
-        with self.lock, torch.inference_mode(), _oom_guard(), forward_hooks(
-                [(modules[i], keeper(i)) for i in dict.fromkeys(layers)]):
-            self.model(**inputs)
+        reads = [read("residual", i, functools.partial(kept.__setitem__, i)) for i in dict.fromkeys(layers)]
+        self.call(lambda: self.model(**inputs), reads)
         return [kept[i] for i in layers]
 
     @contextmanager
-    def attention_implementation(self, name: str, text_only: bool = False) -> Iterator[None]:
+    def attention_implementation(self, name: str | None, text_only: bool = False) -> Iterator[None]:
         """Within the block, holding the session lock, attention runs ``name`` (e.g. "eager", so
         its weights exist), in the whole model or only its language model; the previous
-        implementation is restored after, even on error."""
+        implementation is restored after, even on error. None changes nothing."""
         config = self.model.config.text_config if text_only else self.model.config
         with self.lock:
             previous = config._attn_implementation
-            if previous != name:
+            change = name is not None and previous != name
+            if change:
                 self.model.set_attn_implementation({"text_config": name} if text_only else name)
             try:
                 yield
             finally:
-                if previous != name:
+                if change:
                     self.model.set_attn_implementation({"text_config": previous} if text_only else previous)
 
-    def eager_attention(self):
-        """Attention with weights, for this request only (see :meth:`attention_implementation`)."""
-        return self.attention_implementation("eager")
-
-    def forward(self, prepared: Prepared, capture: bool = False,
-                extra_ids: list[int] | None = None) -> ForwardResult:
-        """One pass over the prompt (plus ``extra_ids`` appended, e.g. a generated answer)."""
+    def forward(self, prepared: Prepared, capture: bool = False, extra_ids: list[int] | None = None,
+                interventions: Sequence[Intervention] = ()) -> ForwardResult:
+        """One pass over the prompt (plus ``extra_ids`` appended, e.g. a generated answer), with
+        ``interventions`` applied; ``capture`` keeps every layer's output state."""
         inputs = self.extend_inputs(prepared.inputs, extra_ids)
-        with self.lock, torch.inference_mode(), _oom_guard():
-            if not capture:
-                return ForwardResult(logits=self.model(**inputs).logits[0].float())
-            with self.capture_residuals() as states:
-                logits = self.model(**inputs).logits[0].float()
-            return ForwardResult(logits=logits, hidden=torch.stack(states))
+        states: dict[int, torch.Tensor] = {}
+        reads = [read("residual", i, functools.partial(_keep_row0, states, i)) for i in range(self.n_layers)] \
+            if capture else []
+        logits = self.call(lambda: self.model(**inputs).logits[0].float(), [*interventions, *reads])
+        hidden = torch.stack([states[i] for i in range(self.n_layers)]) if capture else None
+        return ForwardResult(logits=logits, hidden=hidden)
 
     def extend_inputs(self, inputs: dict, extra_ids: list[int] | None) -> dict:
         if not extra_ids:
@@ -213,32 +215,25 @@ class ModelSession:
                 out[key] = torch.cat([inputs[key], torch.zeros_like(extra)], dim=1)
         return out
 
-    def generate(self, prepared: Prepared, max_new_tokens: int = 64,
-                 strategy: DecodingStrategy | None = None, top_k: int = 5) -> Generation:
-        """Decode an answer with ``strategy`` (greedy by default), with per-token probabilities.
+    def generate(self, prepared: Prepared, max_new_tokens: int = 64, strategy: DecodingStrategy | None = None,
+                 top_k: int = 5, interventions: Sequence[Intervention] = ()) -> Generation:
+        """Decode an answer with ``strategy`` (greedy by default), with per-token probabilities,
+        and ``interventions`` applied to the answer rows (e.g. steering).
 
-        The strategy is the plug-in point for decoding-time methods: its logits processors
-        see each step's scores and may run extra branches through this session.
+        The strategy is the plug-in point for decoding-time methods: its batch may add contrast
+        rows, its plan's logits processors see each step's scores and its interventions edit
+        its rows.
         """
-        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-            raise InputError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}; got {max_new_tokens}")
+        check_new_tokens(max_new_tokens)
         strategy = strategy or Greedy()
+        batch = strategy.batch(self, prepared)
+        out, plan = self._decode(batch, strategy, max_new_tokens, interventions, output_logits=True)
+        new_ids = out.sequences[0, batch.inputs["input_ids"].shape[1]:].tolist()
         eos = self.eos_ids
-        inputs = strategy.batch(self, prepared)
-        processors = strategy.processors(self, prepared)
-        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, inputs) as hook_trace:
-            if strategy.seed is not None:
-                torch.manual_seed(strategy.seed)
-            out = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
-                logits_processor=processors, return_dict_in_generate=True, output_logits=True,
-                eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id, **_sampling_defaults(strategy))
-        new_ids = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
         tokens = [self._choice(tid, logits[0], top_k) for tid, logits in zip(new_ids, out.logits)
                   if tid not in eos]
-        trace = {k: v for p in processors for k, v in getattr(p, "trace", {}).items()} | dict(hook_trace or {})
         return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
-                          strategy=strategy.name, trace=trace)
+                          strategy=strategy.name, trace=plan.trace)
 
     def batch_inputs(self, images: list[ImageLike], prompts: list[str]) -> dict:
         """Model inputs for many (image, prompt) pairs, left-padded into one batch."""
@@ -251,19 +246,35 @@ class ModelSession:
         return dict(inputs)
 
     def answer_batch(self, images: list[ImageLike], prompts: list[str], max_new_tokens: int = 32,
-                     strategy: DecodingStrategy | None = None) -> list[str]:
+                     strategy: DecodingStrategy | None = None,
+                     interventions: Sequence[Intervention] = ()) -> list[str]:
         """Answers for many (image, prompt) pairs decoded together (for evaluation)."""
+        if len(images) != len(prompts) or not prompts:
+            raise InputError(f"give one prompt per image (got {len(images)} images and {len(prompts)} prompts)")
+        check_new_tokens(max_new_tokens)
         strategy = strategy or Greedy()
-        inputs = strategy.rows(self, images, prompts)
-        with self.lock, torch.inference_mode(), _oom_guard(), strategy.hooks(self, inputs):
+        batch = strategy.rows(self, images, prompts)
+        out, _ = self._decode(batch, strategy, max_new_tokens, interventions)
+        return [self.decode_answer(row) for row in out[: batch.answers, batch.inputs["input_ids"].shape[1]:]]
+
+    def _decode(self, batch: DecodeBatch, strategy: DecodingStrategy, max_new_tokens: int,
+                interventions: Sequence[Intervention], output_logits: bool = False):
+        """``model.generate`` over ``batch`` under ``strategy``'s plan; (output, plan)."""
+        plan = strategy.plan(self, batch)
+        if interventions and batch.inputs["input_ids"].shape[0] != batch.answers:
+            rows = tuple(range(batch.answers))
+            interventions = [dataclasses.replace(i, rows=i.rows or rows) for i in interventions]
+        extra = {"return_dict_in_generate": True, "output_logits": True} if output_logits else {}
+
+        def run():
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
-                                      logits_processor=strategy.processors(self, None),
-                                      eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id,
-                                      **_sampling_defaults(strategy))
-        new = out[: len(prompts), inputs["input_ids"].shape[1]:]
-        return [self.decode_answer(row) for row in new]
+            return self.model.generate(
+                **batch.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                logits_processor=plan.processors, eos_token_id=self.eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
+        with self.attention_implementation(plan.attention, text_only=True):
+            return self.call(run, [*plan.interventions, *interventions], generating=True), plan
 
     def decode_answer(self, ids) -> str:
         """Generated token ids as text, without special tokens."""
@@ -315,6 +326,19 @@ def check_prompt(prompt: str) -> str:
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"the prompt has {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     return prompt
+
+
+def check_new_tokens(max_new_tokens: int) -> int:
+    """``max_new_tokens`` if it is a whole number in 1..MAX_NEW_TOKENS, else an InputError."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+            or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise InputError(f"max_new_tokens must be a whole number between 1 and {MAX_NEW_TOKENS}; "
+                         f"got {max_new_tokens!r}")
+    return max_new_tokens
+
+
+def _keep_row0(states: dict, layer: int, value: torch.Tensor) -> None:
+    states[layer] = value[0].detach()
 
 
 @contextmanager

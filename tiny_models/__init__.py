@@ -79,7 +79,7 @@ from transformers import (
     SmolVLMVisionConfig,
 )
 
-from studio.processors import (
+from studio.engine.processors import (
     ImageOnlyProcessorMixin,
     Qwen2_5_VLImageOnlyProcessor,
     Qwen2VLImageOnlyProcessor,
@@ -394,8 +394,8 @@ def save_tiny(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     the image processor's settings. ``AutoModelForImageTextToText`` and ``AutoProcessor`` load the
     folder, except that ``AutoProcessor`` fails for the Qwen families without torchvision (it
     wants a video processor): load those with ``Qwen2VLImageOnlyProcessor.from_pretrained`` or
-    ``Qwen2_5_VLImageOnlyProcessor.from_pretrained`` from :mod:`studio.processors` (which
-    ``studio.processors.load_processor`` does).
+    ``Qwen2_5_VLImageOnlyProcessor.from_pretrained`` from :mod:`studio.engine.processors` (which
+    ``studio.engine.processors.load_processor`` does).
     """
     model, processor = build_tiny(family, seed)
     out = Path(out_dir)

@@ -12,11 +12,11 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from studio.app_common import ExportSpec, export_controls, user_errors
 from studio.decoding import strategy_by_name
-from studio.errors import InputError
-from studio.samples import scene_of
-from studio.session import Generation, ModelSession
+from studio.engine.errors import InputError
+from studio.engine.session import Generation, ModelSession
+from studio.ui.common import ExportSpec, export_controls, user_errors
+from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
 from views.common import grid_figure

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from studio.errors import InputError
-from studio.files import atomic_write, atomic_write_json, building_dir
-from studio.images import load_image
+from studio.engine.errors import InputError
+from studio.engine.files import atomic_write, atomic_write_json, building_dir
+from studio.engine.images import load_image
 
 CELLS = [
     ("markdown", "# vlm-studio run\n\nRe-runs the requests in `request.json` (written by the studio's export) "

@@ -11,8 +11,6 @@ import numpy as np
 
 from probes import ProbeRequest, run_probe
 from probes.answers import fit_reference, fitted
-from studio.app_common import ExportSpec, export_controls, user_errors
-from studio.clickable_plot import clickable_plot, clicked_point
 from studio.concepts.dictionary import top_words
 from studio.concepts.explore import (
     Dictionary,
@@ -20,12 +18,15 @@ from studio.concepts.explore import (
     image_heat,
     top_crops,
 )
-from studio.errors import InputError, StudioError
-from studio.session import ModelSession
+from studio.engine.assets import asset
+from studio.engine.errors import InputError, StudioError
+from studio.engine.session import ModelSession
+from studio.ui.clickable_plot import clickable_plot, clicked_point
+from studio.ui.common import ExportSpec, export_controls, user_errors
 from views.common import grid_figure
 from views.concepts import crops_figure, feature_map, top_features_table, words_figure
 
-DEFAULT_DICTIONARY = Path(__file__).resolve().parent.parent / "assets" / "concepts"
+DEFAULT_DICTIONARY = asset("concepts")
 
 
 def load_dictionary(session: ModelSession, folder: str | Path | None) -> tuple[Dictionary | None, str]:

@@ -1,5 +1,5 @@
 """The "Steer" tab: the modality-preference probe curve, the alpha sweep, and a live alpha that
-regenerates the current answer with the steering vector added (an nnsight trace)."""
+regenerates the current answer with the steering vector added (a request-scoped intervention)."""
 from __future__ import annotations
 
 import functools
@@ -9,13 +9,15 @@ import gradio as gr
 
 from probes import ProbeRequest, run_probe
 from probes.answers import fit_reference, fitted
-from studio.app_common import ExportSpec, export_controls, user_errors
-from studio.errors import InputError, StudioError
-from studio.session import ModelSession
-from studio.steering import MAX_ALPHA, DirectionFit
+from studio.engine.assets import asset
+from studio.engine.errors import InputError, StudioError
+from studio.engine.session import ModelSession
+from studio.steering.fit import DirectionFit
+from studio.steering.vectors import MAX_ALPHA
+from studio.ui.common import ExportSpec, export_controls, user_errors
 from views.steering import alpha_curve, probe_curve
 
-DEFAULT_STEERING = Path(__file__).resolve().parent.parent / "assets" / "steering"
+DEFAULT_STEERING = asset("steering")
 
 
 def load_fit(session: ModelSession, folder: str | Path | None) -> tuple[DirectionFit | None, str]:

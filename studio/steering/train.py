@@ -13,9 +13,9 @@ true claim) right, with weight ``matched_weight``. Conflicts whose bare question
 gets wrong from the image are left out (``answerable_only``): their image answer is one the
 model cannot see, and pushing toward it teaches avoiding the claimed value, not reading the image.
 
-The fit runs locally with request-scoped forward hooks (:mod:`studio.hooks`), since it needs
-gradients through the frozen model; the vector it returns is applied like any other, through
-nnsight (:mod:`studio.steering`).
+The fit adds the vectors through request-scoped interventions with gradients on
+(:meth:`ModelSession.call` with ``grad``), through the frozen model; the vector it returns is applied like any other, through
+the same interventions (:mod:`studio.steering.vectors`).
 """
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from studio.errors import InputError
-from studio.hooks import forward_hooks, output_tensor
-from studio.steering import Positions, check_positions, image_answerable, text_mask
+from studio.engine.errors import InputError
+from studio.interventions import Intervention
+from studio.steering.preference import image_answerable
+from studio.steering.vectors import Positions, check_positions, text_mask
 from studio.world.conflict import ConflictItem
 from studio.world.render import render
 
@@ -119,9 +120,9 @@ def train_vector(session, items: list[ConflictItem], layers: list[int], config: 
         bar = tqdm(range(config.steps), desc="steering vector", disable=not progress)
         for step in bar:
             inputs, image, text, mask, weights = batches[step % len(batches)]
-            loss = _loss(session, modules, vectors, inputs, mask, 1.0, image, weights)
+            loss = _loss(session, vectors, inputs, mask, 1.0, image, weights)
             if config.bidirectional:
-                loss = loss + config.bidirectional * _loss(session, modules, vectors, inputs, mask, -1.0, text, weights)
+                loss = loss + config.bidirectional * _loss(session, vectors, inputs, mask, -1.0, text, weights)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -132,15 +133,11 @@ def train_vector(session, items: list[ConflictItem], layers: list[int], config: 
     return out
 
 
-def _loss(session, modules, vectors: dict[int, torch.Tensor], inputs: dict, mask: torch.Tensor, sign: float,
+def _loss(session, vectors: dict[int, torch.Tensor], inputs: dict, mask: torch.Tensor, sign: float,
           targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted cross-entropy of the first answer token with ``sign`` × the vectors added."""
-    def hook(layer: int):
-        def add(module, args, output):
-            hidden = output_tensor(output)
-            shifted = hidden + (sign * mask * vectors[layer]).to(hidden.dtype)
-            return (shifted, *output[1:]) if isinstance(output, tuple) else shifted
-        return add
-    with torch.enable_grad(), forward_hooks([(modules[layer], hook(layer)) for layer in vectors]):
-        logits = session.model(**inputs).logits[:, -1].float()
+    def add(layer: int):
+        return lambda hidden: hidden + (sign * mask * vectors[layer]).to(hidden.dtype)
+    edits = [Intervention("residual", layer, add(layer)) for layer in vectors]
+    logits = session.call(lambda: session.model(**inputs).logits[:, -1].float(), edits, grad=True)
     return (F.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()

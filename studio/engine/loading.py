@@ -14,8 +14,9 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from studio.adapters import supported_model_types
-from studio.errors import ModelLoadError
-from studio.processors import load_processor
+from studio.engine.assets import asset
+from studio.engine.errors import ModelLoadError
+from studio.engine.processors import load_processor
 
 EMBEDDED = "embedded"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -33,7 +34,7 @@ class LoadedModel:
 
 def embedded_dir() -> Path:
     """The folder of the embedded world model shipped in ``assets/``."""
-    return Path(__file__).resolve().parent.parent / "assets" / "world-model"
+    return asset("world-model")
 
 
 def pick_device(device: str = "auto") -> str:
@@ -97,7 +98,7 @@ def check_weights(folder: Path) -> None:
 def load_model(source: str | None = None, device: str = "auto", dtype: str = "auto",
                attn_implementation: str = "sdpa", trust_remote_code: bool = False,
                offline: bool | None = None) -> LoadedModel:
-    """Load model and processor; see :meth:`studio.session.ModelSession.load` for the options."""
+    """Load model and processor; see :meth:`studio.engine.session.ModelSession.load` for the options."""
     offline = _offline() if offline is None else offline
     where, local = resolve_source(source, offline)
     device = pick_device(device)

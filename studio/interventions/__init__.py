@@ -1,0 +1,215 @@
+"""One way to read or edit the model during a request: :class:`Intervention` values, applied by
+:func:`intervene` for the duration of one model call.
+
+Every edit in the studio is one of these: steering vectors, dictionary clamping, SID's key
+masking, steering-vector training, and the reads that capture residual states or attention
+weights. An intervention states where it applies instead of guessing from tensor shapes:
+
+- ``site``: the decoder layer's output (``"residual"``), its self-attention weights
+  (``"attention_weights"``, read only, needs eager attention) or the additive attention mask
+  its self-attention receives (``"attention_mask"``);
+- ``layer``: which decoder layer;
+- ``phase``: the prompt pass (the first forward of a generation, or every pass of a plain
+  forward), the generated steps, or both;
+- ``positions``: in the prompt pass, every position, the image tokens, the positions after
+  each row's last image token (``"after_image"``; left padding sits before the image, so it
+  is never marked), or an explicit ``[batch, seq]`` boolean mask; generated steps always
+  cover their one new position;
+- ``rows``: which batch rows (default all), e.g. a contrastive batch's amateur rows.
+
+``fn`` receives the selected value (rows already taken) and returns the new value, or None to
+leave it unchanged (a read). Outside the chosen positions the original value is kept exactly
+(``torch.where``), so an edit that changes nothing is bit-identical to no edit.
+
+The hooks live inside :func:`intervene` only (request-scoped, removed in ``finally`` on
+success, error or cancel; see :mod:`studio.engine.hooks`).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal, Sequence, Union
+
+import torch
+from torch import nn
+
+from studio.engine.errors import InputError, StudioError
+from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
+
+Site = Literal["residual", "attention_weights", "attention_mask"]
+Phase = Literal["prompt", "generated", "both"]
+Where = Union[Literal["all", "image", "after_image"], torch.Tensor]
+Edit = Callable[[torch.Tensor], Union[torch.Tensor, None]]
+SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask")
+PHASES: tuple[str, ...] = ("prompt", "generated", "both")
+NAMED_POSITIONS: tuple[str, ...] = ("all", "image", "after_image")
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """Read or edit ``site`` of decoder ``layer`` at ``positions`` of ``rows``, in ``phase``."""
+
+    site: Site
+    layer: int
+    fn: Edit
+    phase: Phase = "both"
+    positions: Where = "all"
+    rows: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise InputError(f"intervention site must be one of {', '.join(SITES)}; got {self.site!r}")
+        if self.phase not in PHASES:
+            raise InputError(f"intervention phase must be one of {', '.join(PHASES)}; got {self.phase!r}")
+        if isinstance(self.positions, str) and self.positions not in NAMED_POSITIONS:
+            raise InputError(f"positions must be a [batch, seq] mask or one of {', '.join(NAMED_POSITIONS)}; "
+                             f"got {self.positions!r}")
+        if not isinstance(self.layer, int) or self.layer < 0:
+            raise InputError(f"intervention layer must be a non-negative integer; got {self.layer!r}")
+
+    def applies(self, prompt_pass: bool) -> bool:
+        return self.phase == "both" or (self.phase == "prompt") == prompt_pass
+
+
+def read(site: Site, layer: int, sink: Callable[[torch.Tensor], None], **where) -> Intervention:
+    """An intervention that only hands the value to ``sink`` (a capture)."""
+    def keep(value: torch.Tensor) -> None:
+        sink(value)
+        return None
+    return Intervention(site, layer, keep, **where)
+
+
+def position_mask(where: Where, input_ids: torch.Tensor, image_token_id: int | None) -> torch.Tensor | None:
+    """``where`` as a [batch, seq] boolean mask over ``input_ids`` (None: every position)."""
+    if isinstance(where, torch.Tensor):
+        if where.shape != input_ids.shape:
+            raise StudioError(f"an intervention's position mask is {tuple(where.shape)} but the prompt is "
+                              f"{tuple(input_ids.shape)}")
+        return where.to(device=input_ids.device, dtype=torch.bool)
+    if where == "all":
+        return None
+    if image_token_id is None:
+        raise InputError(f"positions {where!r} need the model's image token id")
+    is_image = input_ids == image_token_id
+    if where == "image":
+        return is_image
+    index = torch.arange(input_ids.shape[1], device=input_ids.device)
+    last = torch.where(is_image, index, torch.full_like(input_ids, -1)).max(dim=1).values
+    return index[None] > last[:, None]
+
+
+@dataclass
+class _Request:
+    """What the hooks of one :func:`intervene` block share: the pass count and the prompt ids."""
+
+    generating: bool
+    image_token_id: int | None
+    passes: int = 0
+    input_ids: torch.Tensor | None = None
+    masks: dict = field(default_factory=dict)
+
+    @property
+    def prompt_pass(self) -> bool:
+        return not self.generating or self.passes == 1
+
+    def mask(self, intervention: Intervention) -> torch.Tensor | None:
+        if not self.prompt_pass or self.input_ids is None:
+            return None
+        key = id(intervention)
+        if key not in self.masks:
+            self.masks[key] = position_mask(intervention.positions, self.input_ids, self.image_token_id)
+        return self.masks[key]
+
+
+def _edit(intervention: Intervention, value: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The new value of the whole tensor, or None when unchanged."""
+    rows = list(intervention.rows) if intervention.rows is not None else None
+    selected = value if rows is None else value[rows]
+    new = intervention.fn(selected)
+    if new is None:
+        return None
+    if mask is not None:
+        mask = mask if rows is None else mask[rows]
+        new = torch.where(mask.to(new.device)[..., None], new, selected)
+    if rows is None:
+        return new
+    out = value.clone()
+    out[rows] = new
+    return out
+
+
+def _residual_hook(request: _Request, intervention: Intervention):
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        if not intervention.applies(request.prompt_pass):
+            return None
+        new = _edit(intervention, output_tensor(output), request.mask(intervention))
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+    return hook
+
+
+def _weights_hook(request: _Request, intervention: Intervention):
+    def hook(module: nn.Module, args: tuple, output: object) -> None:
+        if not intervention.applies(request.prompt_pass):
+            return None
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise StudioError("attention weights were not computed: this read needs eager attention")
+        _edit(intervention, weights, None)
+        return None
+    return hook
+
+
+def _mask_hook(request: _Request, intervention: Intervention):
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> object:
+        if not intervention.applies(request.prompt_pass):
+            return None
+        mask = kwargs.get("attention_mask")
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if mask is None or hidden is None:
+            raise StudioError("this attention-mask edit needs the eager attention mask (4-D, additive)")
+        full = mask.expand(hidden.shape[0], *mask.shape[1:])
+        new = _edit(intervention, full, None)
+        return None if new is None else (args, {**kwargs, "attention_mask": new})
+    return hook
+
+
+def _count_passes(request: _Request):
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        request.passes += 1
+        ids = kwargs.get("input_ids", args[0] if args and torch.is_tensor(args[0]) else None)
+        if request.prompt_pass and ids is not None:
+            request.input_ids, request.masks = ids, {}
+        return None
+    return hook
+
+
+_HOOKS = {"residual": ("forward", _residual_hook), "attention_weights": ("forward", _weights_hook),
+          "attention_mask": ("pre", _mask_hook)}
+
+
+@contextmanager
+def intervene(model: nn.Module, layers: Sequence[nn.Module], attention: Sequence[nn.Module],
+              interventions: Sequence[Intervention], generating: bool = False,
+              image_token_id: int | None = None) -> Iterator[None]:
+    """Apply ``interventions`` to every forward of ``model`` inside the block. With
+    ``generating``, the first forward is the prompt pass and later ones are generated steps;
+    otherwise every forward is a prompt pass. ``layers`` / ``attention``: the decoder layers and
+    their self-attention modules (from the family adapter)."""
+    if not interventions:
+        yield
+        return
+    request = _Request(generating, image_token_id)
+    specs = [HookSpec(model, _count_passes(request), "pre")]
+    for item in interventions:
+        modules = layers if item.site == "residual" else attention
+        if item.layer >= len(modules):
+            raise InputError(f"layer {item.layer} is out of range: choose 0..{len(modules) - 1}")
+        kind, make = _HOOKS[item.site]
+        specs.append(HookSpec(modules[item.layer], make(request, item), kind))  # type: ignore[arg-type]
+    with scoped_hooks(specs):
+        yield
+
+
+__all__ = ["Edit", "Intervention", "Phase", "Site", "Where", "intervene", "position_mask", "read"]
