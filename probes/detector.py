@@ -30,7 +30,6 @@ from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
 from probes.runs import Run
 from studio.engine.errors import InputError
-from studio.world.scenes import KINDS
 
 COCO_OBJECTS = (
     "person", "man", "woman", "child", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -40,12 +39,19 @@ COCO_OBJECTS = (
     "broccoli", "carrot", "pizza", "donut", "cake", "chair", "couch", "bed", "table", "toilet", "tv", "laptop",
     "mouse", "remote", "keyboard", "phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock",
     "vase", "scissors", "toothbrush", "plant")
-DEFAULT_LEXICON = tuple(dict.fromkeys(KINDS + COCO_OBJECTS))  # "orange" left out: also a colour
+# "orange" left out: also a colour
+
+
+def default_lexicon(session) -> tuple[str, ...]:
+    """The model's own object words (``session.objects``, e.g. the world's kinds for the embedded
+    model) and the COCO objects."""
+    return tuple(dict.fromkeys(tuple(session.objects) + COCO_OBJECTS))
 
 
 @dataclass(frozen=True)
 class DetectorParams(ProbeParams):
-    """Layers default to the middle decoder layer; ``lexicon`` None = world kinds + COCO objects."""
+    """Layers default to the middle decoder layer; ``lexicon`` None = the model's own object words
+    (``session.objects``) + COCO objects."""
 
     text_layer: int | None = None
     image_layer: int | None = None
@@ -138,7 +144,7 @@ class Detector(Probe):
         n_layers = run.hidden.shape[0]
         text_layer = _layer(params.text_layer, n_layers, "text_layer")
         image_layer = _layer(params.image_layer, n_layers, "image_layer")
-        found = object_words(run, params.lexicon or DEFAULT_LEXICON)
+        found = object_words(run, params.lexicon or default_lexicon(session))
         token_ids = [run.token_map.input_ids[run.answer_positions[i]] for i, _ in found]
         conf = confidence_maps(session, run, token_ids, images) if found else torch.zeros(0, len(images))
         patches = torch.nn.functional.normalize(run.hidden[image_layer, images].float(), dim=-1)

@@ -31,12 +31,32 @@ def _check_reruns_match(folder, n_runs):
     assert shown, "the notebook renders the figures"
     printed = json.loads(ran.cells[-1].outputs[0]["text"])
     assert len(printed["rerun"]) == len(printed["studio"]) == n_runs
-    for rerun, studio in zip(printed["rerun"], printed["studio"]):  # same model, same request, same CPU
+    assert printed["differ"] == {}, "same model, same request, same CPU: no field differs"
+    for rerun, studio in zip(printed["rerun"], printed["studio"]):
         assert rerun.keys() == studio.keys() and studio
         for name, numbers in studio.items():
-            assert rerun[name]["shape"] == numbers["shape"]
-            assert rerun[name]["abs"] == pytest.approx(numbers["abs"], rel=1e-5, abs=1e-6), name
-            assert rerun[name]["sum"] == pytest.approx(numbers["sum"], rel=1e-5, abs=1e-6), name
+            assert rerun[name].get("shape") == numbers.get("shape"), name
+            assert rerun[name].get("sum", 0) == pytest.approx(numbers.get("sum", 0), rel=1e-5, abs=1e-6), name
+
+
+def test_differences_name_changed_values_and_text_that_sums_miss(tmp_path):
+    import copy
+
+    import numpy as np
+    session = vs.load()
+    result = vs.run(session, "logit_lens", str(load_samples()[0].path), "describe the image .", 6)
+    assert vs.differences(result, copy.deepcopy(result)) == []
+    swapped = copy.deepcopy(result)
+    swapped.top_probs = swapped.top_probs[::-1].copy()  # same shape, sum and absolute sum
+    assert np.isclose(swapped.top_probs.sum(), result.top_probs.sum())
+    assert vs.differences(swapped, result) == ["top_probs"]
+    assert vs.digest(swapped)["top_probs"]["sha256"] != vs.digest(result)["top_probs"]["sha256"]
+    renamed = copy.deepcopy(result)
+    renamed.tokens = ["x"] + renamed.tokens[1:]
+    assert vs.differences(renamed, result) == ["tokens"]
+    nudged = copy.deepcopy(result)
+    nudged.top_probs = nudged.top_probs + 1e-9
+    assert vs.differences(nudged, result) == [], "float noise below the tolerance is not a difference"
 
 
 @pytest.mark.parametrize("probe,prompt", [("logit_lens", "describe the image ."), ("drift", INJECTION)])

@@ -31,10 +31,10 @@ import numpy as np
 from probes import REGISTRY, ProbeRequest, ProbeResult, get_probe
 from studio.engine.images import ImageLike, load_image
 from studio.engine.session import ModelSession
-from studio.sharing.export import digest, export_runs
+from studio.sharing.export import differences, digest, export_runs
 from views.registry import figures
 
-__all__ = ["ModelSession", "ProbeResult", "clamp", "decode", "digest", "export", "figures", "image_array", "load",
+__all__ = ["ModelSession", "ProbeResult", "clamp", "decode", "differences", "digest", "export", "figures", "image_array", "load",
            "load_result", "probes", "run", "steer"]
 
 

@@ -12,8 +12,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from studio.engine.errors import StudioError
 
-class AdapterError(ValueError):
+
+class AdapterError(StudioError, ValueError):
     """A model or its inputs do not look the way the family adapter expects."""
 
 

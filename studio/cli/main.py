@@ -10,10 +10,37 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 from studio.engine.errors import InputError, StudioError
 from studio.engine.files import atomic_write_json
 
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the studio's error convention: one ``error: ...`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def whole(low: int, high: int | None = None):
+    """An argparse type: a whole number from ``low`` (to ``high``), refused where it enters."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {span}; got {value}")
+        return value
+    parse.__name__ = "whole number"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = whole(1), whole(0)
+NEW_TOKENS = whole(1, 512)
 MODEL_HELP = "model: 'embedded' (default), a local folder with safetensors weights, or a Hugging Face id"
 
 
@@ -203,13 +230,13 @@ def _write_json(path: Path, payload) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vlm-studio", description=__doc__.splitlines()[0])
+    parser = Parser(prog="vlm-studio", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("launch", help="open the Gradio studio (embedded model by default)")
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 to expose)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=whole(1, 65535), default=7860)
     p.add_argument("--concepts", metavar="DIR", help="concept dictionary folder (default: assets/concepts)")
     p.add_argument("--steering", metavar="DIR", help="preference direction folder (default: assets/steering)")
     p.set_defaults(func=cmd_launch)
@@ -217,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="answer one prompt about one image and print the answer")
     p.add_argument("image", help="path of the image")
     p.add_argument("--prompt", default="describe the image .", help="the question or instruction")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=64)
     p.add_argument("--json", action="store_true", help="print tokens with probabilities as JSON")
     _model_args(p)
     p.set_defaults(func=cmd_describe)
@@ -228,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
     p.add_argument("image", help="path of the image")
     p.add_argument("--prompt", default="describe the image .")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=48)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a probe parameter, e.g. --param answer_index=2 (repeatable)")
     p.add_argument("--json", help="write the full result as JSON to this file")
@@ -240,10 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="world_command", required=True)
     p = world.add_parser("train", help="train the embedded model from scratch (fixed seed)")
     p.add_argument("--out", default="runs/world-model", help="folder to save the model in")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--vision-steps", type=int, default=None, help="vision pre-training steps (default 600)")
-    p.add_argument("--joint-steps", type=int, default=None, help="caption/question steps (default 4000)")
+    p.add_argument("--vision-steps", type=NON_NEGATIVE, default=None, help="vision pre-training steps (default 600)")
+    p.add_argument("--joint-steps", type=NON_NEGATIVE, default=None, help="caption/question steps (default 4000)")
     p.add_argument("--quick", action="store_true", help="a tiny model for a few steps (a smoke test)")
     p.add_argument("--continue-from", metavar="DIR",
                    help="run only the last phase (conflict context) on a model saved after phase 3")
@@ -252,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = world.add_parser("eval", help="POPE, CHAIR and question accuracy per split")
     _model_args(p)
     p.add_argument("--splits", default="neutral,cooccur,colour_prior")
-    p.add_argument("--n", type=int, default=300, help="scenes per split")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=POSITIVE, default=300, help="scenes per split")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--json", help="write the report as JSON to this file (else print it)")
     p.add_argument("--methods", help="compare decoding methods, e.g. greedy,vcd,sid,icd (with bootstrap CIs)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
@@ -264,8 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = world.add_parser("sample", help="render scenes with ground truth to a folder")
     p.add_argument("--split", default="neutral", choices=["train", "neutral", "cooccur", "colour_prior"])
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--start", type=int, default=0, help="first scene seed")
+    p.add_argument("--n", type=POSITIVE, default=8)
+    p.add_argument("--start", type=NON_NEGATIVE, default=0, help="first scene seed")
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
 
@@ -273,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
     p.add_argument("image", help="path of the image")
     p.add_argument("--prompt", default="describe the image .")
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--max-new-tokens", type=NEW_TOKENS, default=48)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--out", required=True, help="folder to write (must be empty or absent)")
     p.add_argument("--force", action="store_true", help="replace a non-empty folder")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from studio.cli.main import NON_NEGATIVE, POSITIVE
 from studio.engine.errors import InputError
 
 DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
@@ -97,13 +98,13 @@ def add_commands(sub, model_args, run) -> None:
     concepts = sub.add_parser("concepts", help="concept dictionaries (sparse autoencoders)").add_subparsers(
         dest="concepts_command", required=True)
     p = concepts.add_parser("train", help="collect activations, train a TopK SAE with sae-lens, score and save it")
-    p.add_argument("--layer", type=int, default=1, help="decoder layer whose output the SAE reads")
-    p.add_argument("--scenes", type=int, default=3000, help="training scenes")
-    p.add_argument("--eval-scenes", type=int, default=300, help="held-out scenes for the quality figures")
-    p.add_argument("--d-sae", type=int, default=512, help="number of features")
-    p.add_argument("--k", type=int, default=24, help="active features per position (TopK)")
-    p.add_argument("--steps", type=int, default=3000, help="training steps of 256 activations")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layer", type=NON_NEGATIVE, default=1, help="decoder layer whose output the SAE reads")
+    p.add_argument("--scenes", type=POSITIVE, default=3000, help="training scenes")
+    p.add_argument("--eval-scenes", type=POSITIVE, default=300, help="held-out scenes for the quality figures")
+    p.add_argument("--d-sae", type=POSITIVE, default=512, help="number of features")
+    p.add_argument("--k", type=POSITIVE, default=24, help="active features per position (TopK)")
+    p.add_argument("--steps", type=POSITIVE, default=3000, help="training steps of 256 activations")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0)
     p.add_argument("--out", default="runs/concepts", help="folder for the dictionary (sae-lens format)")
     p.add_argument("--cache", default="runs/activations", help="folder for the collected activations")
     model_args(p)
@@ -112,7 +113,7 @@ def add_commands(sub, model_args, run) -> None:
     p = concepts.add_parser("word", help="concepts of one word (semi-NMF or k-means over its representations)")
     p.add_argument("word", help="the target word, e.g. ring")
     p.add_argument("--acts", default="runs/activations/train-l1", help="an activation set from concepts train")
-    p.add_argument("--n-concepts", type=int, default=5)
+    p.add_argument("--n-concepts", type=POSITIVE, default=5)
     p.add_argument("--method", default="semi-nmf", choices=["semi-nmf", "kmeans"])
     model_args(p)
     p.set_defaults(func=run(cmd_concepts_word))
@@ -121,16 +122,16 @@ def add_commands(sub, model_args, run) -> None:
         dest="steer_command", required=True)
     p = steer.add_parser("fit", help="fit preference directions and a steering vector on conflict items, "
                                      "sweep alpha, score the bias split")
-    p.add_argument("--n", type=int, default=200, help="conflict items per instruction style")
+    p.add_argument("--n", type=POSITIVE, default=200, help="conflict items per instruction style")
     p.add_argument("--layers", help="layers to steer, e.g. 1,2 (default: the best probe layer)")
     p.add_argument("--method", default="trained", choices=["trained", "mean"],
                    help="steer with a vector trained toward the image at text positions (default), "
                         "or with the mean difference at every position")
-    p.add_argument("--steps", type=int, default=144, help="training steps of the trained vector")
-    p.add_argument("--seed", type=int, default=0, help="order of the training items")
+    p.add_argument("--steps", type=POSITIVE, default=144, help="training steps of the trained vector")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="order of the training items")
     p.add_argument("--alphas", help="comma-separated steering strengths (default: "
                                     + "; ".join(f"{k} {','.join(map(str, v))}" for k, v in DEFAULT_ALPHAS.items()) + ")")
-    p.add_argument("--chair-scenes", type=int, default=300,
+    p.add_argument("--chair-scenes", type=NON_NEGATIVE, default=300,
                    help="bias/neutral scenes to score steering toward the image (0 to skip)")
     p.add_argument("--out", default="runs/steering", help="folder for preference.safetensors + preference.json")
     model_args(p)

@@ -22,14 +22,15 @@ MIN_SIDE = 8
 ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 
-def load_image(source: ImageLike) -> Image.Image:
-    """A checked RGB copy of ``source`` (path, bytes, PIL image or HxW[xC] uint8 array)."""
+def load_image(source: ImageLike, name: str | None = None) -> Image.Image:
+    """A checked RGB copy of ``source`` (path, bytes, PIL image or HxW[xC] uint8 array); messages
+    call it ``name`` when given (e.g. an upload's own file name rather than the server's copy)."""
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, np.ndarray):
         image = _from_array(source)
     else:
-        image = _open(source)
+        image = _open(source, name)
     _check_size(image)
     try:
         image.load()
@@ -38,8 +39,8 @@ def load_image(source: ImageLike) -> Image.Image:
     return to_rgb(image)
 
 
-def _open(source: Union[str, Path, bytes]) -> Image.Image:
-    name = "the uploaded data" if isinstance(source, bytes) else f"'{source}'"
+def _open(source: Union[str, Path, bytes], label: str | None = None) -> Image.Image:
+    name = f"'{label}'" if label else "the uploaded data" if isinstance(source, bytes) else f"'{source}'"
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise InputError(f"no image file at {name}")

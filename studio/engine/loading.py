@@ -5,6 +5,7 @@ unless asked, no network when offline, and every failure is one readable ModelLo
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from studio.engine.errors import ModelLoadError
 from studio.engine.processors import load_processor
 
 EMBEDDED = "embedded"
+OBJECTS_FILE = "objects.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -30,6 +32,21 @@ class LoadedModel:
     processor: object
     source: str
     device: str
+    objects: tuple[str, ...] = ()
+
+
+def object_words(folder: str) -> tuple[str, ...]:
+    """The object vocabulary a model folder ships (``objects.json``: ``{"objects": [...]}``), or ()."""
+    path = Path(folder) / OBJECTS_FILE
+    if not path.is_file():
+        return ()
+    try:
+        words = json.loads(path.read_text())["objects"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ModelLoadError(f"{path} is not an object list ({{\"objects\": [\"word\", ...]}})") from None
+    if not (isinstance(words, list) and all(isinstance(w, str) and w.strip() for w in words)):
+        raise ModelLoadError(f"{path} must list object words as non-empty strings")
+    return tuple(w.strip().lower() for w in words)
 
 
 def embedded_dir() -> Path:
@@ -121,7 +138,8 @@ def load_model(source: str | None = None, device: str = "auto", dtype: str = "au
         raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
     except torch.OutOfMemoryError:
         raise ModelLoadError(f"'{source}' does not fit in {device} memory; try --dtype bf16 or --device cpu") from None
-    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source or EMBEDDED, device=device)
+    return LoadedModel(model=model.to(device).eval(), processor=processor, source=source or EMBEDDED, device=device,
+                       objects=object_words(where) if local else ())
 
 
 def _offline() -> bool:

@@ -1,5 +1,8 @@
 """ModelSession: one loaded VLM, its processor and adapter, and the ways the studio runs it.
 
+``objects`` is the model's own object vocabulary when its folder ships one (``objects.json``;
+the embedded world model lists its world's kinds), which the detector adds to its default.
+
 A session prepares (image, prompt) pairs with the model's own processor and chat template
 into inputs plus a :class:`TokenMap`; runs forward passes that can capture the residual
 stream after every decoder layer; and generates with a pluggable decoding strategy
@@ -81,7 +84,8 @@ class ForwardResult:
 class ModelSession:
     """One model ready for probing; build with :meth:`load` (or from a model and processor)."""
 
-    def __init__(self, model, processor, source: str = "in-memory", device: str | None = None) -> None:
+    def __init__(self, model, processor, source: str = "in-memory", device: str | None = None,
+                 objects: tuple[str, ...] = ()) -> None:
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
@@ -89,6 +93,7 @@ class ModelSession:
         self.source = source
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.lock = threading.RLock()
+        self.objects = tuple(objects)
 
     @classmethod
     def load(cls, source: str | None = None, **options) -> "ModelSession":
@@ -99,7 +104,7 @@ class ModelSession:
         (off unless asked), ``offline`` (default: the HF_HUB_OFFLINE setting).
         """
         loaded: LoadedModel = load_model(source, **options)
-        return cls(loaded.model, loaded.processor, source=loaded.source, device=loaded.device)
+        return cls(loaded.model, loaded.processor, source=loaded.source, device=loaded.device, objects=loaded.objects)
 
     @property
     def n_layers(self) -> int:

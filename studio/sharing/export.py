@@ -11,6 +11,8 @@ studio's. :func:`bundle` zips the folder for a download from the app.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,15 +34,46 @@ CELLS = [
     ("code", "image = vs.image_array(request['image'])\nfor result in results:\n"
              "    for figure in vs.figures(result, image).values():\n        figure.show()"),
     ("code", "studio = [vs.load_result(stem) for stem in request['results']]\n"
-             "print(json.dumps({'rerun': [vs.digest(r) for r in results], 'studio': [vs.digest(r) for r in studio]}))"),
+             "differ = {f\"{i:02d} {run['probe']}\": vs.differences(new, old)\n"
+             "          for i, (run, new, old) in enumerate(zip(request['runs'], results, studio))}\n"
+             "print(json.dumps({'rerun': [vs.digest(r) for r in results], 'studio': [vs.digest(r) for r in studio],\n"
+             "                  'differ': {k: v for k, v in differ.items() if v}}))"),
 ]
 
 
 def digest(result) -> dict:
-    """Per array of a result: its shape, sum and absolute sum (numbers to compare runs by)."""
-    arrays = {k: v for k, v in vars(result).items() if isinstance(v, np.ndarray) and v.dtype.kind in "fiub"}
-    return {k: {"shape": list(v.shape), "sum": float(np.nansum(v.astype(float))),
-                "abs": float(np.nansum(np.abs(v.astype(float))))} for k, v in sorted(arrays.items())}
+    """What to compare runs by: per numeric array its shape, sum, absolute sum and a hash of its
+    exact values; per other field (text, ids, settings) a hash of its JSON form."""
+    out = {}
+    for name, value in sorted(vars(result).items()):
+        if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
+            as_float = value.astype(float)
+            out[name] = {"shape": list(value.shape), "sum": float(np.nansum(as_float)),
+                         "abs": float(np.nansum(np.abs(as_float))),
+                         "sha256": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()[:16]}
+        else:
+            text = json.dumps(_plain(value), sort_keys=True, default=str)
+            out[name] = {"sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+    return out
+
+
+def differences(new, old, rtol: float = 1e-5, atol: float = 1e-6) -> list[str]:
+    """The fields where two results differ: arrays by shape and by values within ``rtol`` /
+    ``atol`` (NaN equal to NaN), every other field (text, ids, settings) exactly."""
+    if type(new) is not type(old):
+        return [f"kind ({type(new).__name__} vs {type(old).__name__})"]
+    out = []
+    for name, value in vars(new).items():
+        other = getattr(old, name)
+        if isinstance(value, np.ndarray):
+            same = isinstance(other, np.ndarray) and value.shape == other.shape and (
+                np.array_equal(value, other) if value.dtype.kind not in "fc"
+                else np.allclose(value, other, rtol=rtol, atol=atol, equal_nan=True))
+        else:
+            same = _plain(value) == _plain(other)
+        if not same:
+            out.append(name)
+    return out
 
 
 def notebook():

@@ -7,13 +7,14 @@ sees one clear message and the app keeps serving.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import gradio as gr
 
 from studio.engine.errors import StudioError
 from studio.engine.images import load_image
 from studio.engine.session import Generation, ModelSession
-from studio.ui.common import ExportSpec, export_controls, save_png, user_errors
+from studio.ui.common import ExportSpec, export_controls, keyed, save_png, user_errors
 from studio.ui.concepts_tab import build_concepts_tab
 from studio.ui.inspect_tab import build_inspect_tab
 from studio.ui.mitigate_tab import build_mitigate_tab
@@ -36,18 +37,18 @@ def truth_text(scene: Scene | None) -> str:
 
 
 @user_errors
-def load_upload(file_path: str | None) -> tuple[str, str]:
+def load_upload(file_path: str | None) -> dict:
     """Check an uploaded file and show it (as a clean RGB PNG), with ground truth if it is a sample."""
     if not file_path:
         raise StudioError("no file was uploaded")
-    image = load_image(file_path)
-    return save_png(image), truth_text(scene_of(image))
+    image = load_image(file_path, name=Path(file_path).name)
+    return {"image": save_png(image), "truth": truth_text(scene_of(image))}
 
 
-def pick_sample(evt: gr.SelectData) -> tuple[str, str]:
+def pick_sample(evt: gr.SelectData) -> dict:
     """Show the chosen sample scene and its ground truth."""
     sample = load_samples()[evt.index]
-    return str(sample.path), truth_text(sample.scene)
+    return {"image": str(sample.path), "truth": truth_text(sample.scene)}
 
 
 def describe_generation(generation: Generation, scene: Scene | None) -> tuple[list, list]:
@@ -61,18 +62,26 @@ def describe_generation(generation: Generation, scene: Scene | None) -> tuple[li
     return highlighted, rows
 
 
+def status_line(n_tokens: int, wrong: int | None) -> str:
+    """How many tokens, and how many words are wrong against ground truth (None: no ground truth)."""
+    if wrong is None:
+        return f"{n_tokens} tokens; no ground truth for this image"
+    if wrong == 0:
+        return f"{n_tokens} tokens, none wrong against ground truth"
+    return f"{n_tokens} tokens, **{wrong} wrong against ground truth**"
+
+
 @user_errors
-def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float) -> tuple:
+def generate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float) -> dict:
     """Generate an answer for the shown image and prompt; mark words wrong against ground truth
     (and keep what to export: a greedy ``decode`` run)."""
     prepared = session.prepare(image_path, prompt)
     generation = session.generate(prepared, max_new_tokens=int(max_new_tokens))
     truth = scene_of(prepared.image) if prepared.image is not None else None
     highlighted, rows = describe_generation(generation, truth)
-    wrong = sum(r[4] == "wrong" for r in rows)
-    status = f"{len(rows)} tokens" + (f", **{wrong} wrong against ground truth**" if truth else "")
+    wrong = sum(r[4] == "wrong" for r in rows) if truth else None
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "decode", "params": {"method": "greedy"}}])
-    return highlighted, rows, status, spec
+    return {"answer": highlighted, "table": rows, "status": status_line(len(rows), wrong), "spec": spec}
 
 
 def build_app(session: ModelSession, concepts: str | None = None, steering: str | None = None) -> gr.Blocks:
@@ -112,8 +121,10 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
                 build_concepts_tab(session, image, prompt, max_new, concepts)
             with gr.Tab("Steer"):
                 build_steer_tab(session, image, prompt, max_new, steering)
-        gallery.select(pick_sample, None, [image, truth], api_name="pick_sample")
-        upload.upload(load_upload, upload, [image, truth], api_name="load_image")
-        run.click(functools.partial(generate, session), [image, prompt, max_new], [answer, table, status, spec],
-                  api_name="generate")
+        shown = {"image": image, "truth": truth}
+        gallery.select(keyed(pick_sample, shown), None, list(shown.values()), api_name="pick_sample")
+        upload.upload(keyed(load_upload, shown), upload, list(shown.values()), api_name="load_image")
+        answered = {"answer": answer, "table": table, "status": status, "spec": spec}
+        run.click(keyed(functools.partial(generate, session), answered), [image, prompt, max_new],
+                  list(answered.values()), api_name="generate")
     return demo

@@ -7,8 +7,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
+from gradio.components import Component
 
 from studio.engine.errors import InputError, StudioError
 
@@ -33,12 +35,29 @@ def user_errors(handler):
     return wrapped
 
 
-def skip_all(n: int) -> tuple:
-    """A yield that changes none of ``n`` outputs: a point where a cancelled event stops.
+def keyed(handler: Callable, outputs: dict[str, Component]) -> Callable:
+    """``handler`` returning (or yielding) ``{name: value}`` for some of ``outputs``, as Gradio
+    wants it: ``{component: value}``. Handlers name what they update, so adding a panel cannot
+    shift another; a name not in ``outputs`` is an error and a name left out is not updated. A
+    generator handler yields between steps (an empty dict changes nothing): Gradio cancels a generator between yields, so a
+    running step always finishes and the model and its hooks are never left half-way."""
+    def convert(values: dict) -> dict:
+        unknown = sorted(set(values) - set(outputs))
+        if unknown:
+            raise KeyError(f"{getattr(handler, '__name__', handler)} returned unknown outputs {unknown}")
+        return {component: values[name] if name in values else gr.skip() for name, component in outputs.items()}
 
-    Gradio cancels a generator handler between yields (a running step always finishes, so the
-    model and its hooks are never left half-way)."""
-    return tuple(gr.skip() for _ in range(n))
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def steps(*args, **kwargs):
+            for values in handler(*args, **kwargs):
+                yield convert(values)
+        return steps
+
+    @functools.wraps(handler)
+    def wrapped(*args, **kwargs):
+        return convert(handler(*args, **kwargs))
+    return wrapped
 
 
 def save_png(image) -> str:

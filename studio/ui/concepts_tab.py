@@ -22,7 +22,7 @@ from studio.engine.assets import asset
 from studio.engine.errors import InputError, StudioError
 from studio.engine.session import ModelSession
 from studio.ui.clickable_plot import clickable_plot, clicked_point
-from studio.ui.common import ExportSpec, export_controls, user_errors
+from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
 from views.common import grid_figure
 from views.concepts import crops_figure, feature_map, top_features_table, words_figure
 
@@ -58,7 +58,7 @@ def _dictionary(dictionary: Dictionary | None) -> Dictionary:
 
 @user_errors
 def show_feature(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
-                 feature: float) -> tuple:
+                 feature: float) -> dict:
     """A feature's grounding: top held-out patches, top words, heat map on the current image, and the
     map (plotly JSON) with the feature marked."""
     d = _dictionary(dictionary)
@@ -76,7 +76,8 @@ def show_feature(session: ModelSession, dictionary: Dictionary | None, image_pat
         heat = grid_figure(np.asarray(prepared.image), asdict(grid), image_heat(prepared.token_map, acts),
                            f"feature {f} on this image", colorbar="activation")
     figure = feature_map(d.info["umap"], info, f).to_json() if "umap" in d.info else None
-    return crops, words_figure(list(words), list(scores), f"feature {f}: words it promotes"), heat, figure
+    return {"crops": crops, "words": words_figure(list(words), list(scores), f"feature {f}: words it promotes"),
+            "heat": heat, "map": figure}
 
 
 @user_errors
@@ -93,7 +94,7 @@ def image_features(session: ModelSession, dictionary: Dictionary | None, image_p
 
 @user_errors
 def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, image_path: str | None, prompt: str,
-          max_new_tokens: float, feature: float, value: float, where: str) -> tuple:
+          max_new_tokens: float, feature: float, value: float, where: str) -> dict:
     """The answer as it is and with the feature clamped (at the image positions or everywhere),
     and what to export (a ``clamp`` run)."""
     _dictionary(dictionary)
@@ -102,7 +103,7 @@ def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, ima
     params = {"feature": int(feature), "value": float(value), "where": where, "dictionary": folder}
     result = run_probe(session, "clamp", ProbeRequest(image_path, prompt, int(max_new_tokens)), **params)
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "clamp", "params": params}], [result])
-    return result.baseline_text, result.text, spec
+    return {"plain": result.baseline_text, "clamped": result.text, "spec": spec}
 
 
 def pick_feature(rows, evt: gr.SelectData) -> int:
@@ -137,14 +138,14 @@ def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     spec = gr.State(None)
     export_controls(session, "concepts", spec)
     bound = functools.partial
-    show.click(bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
-               api_name="show_feature")
+    grounding = {"crops": crops, "words": words, "heat": heat, "map": the_map}
+    showing = keyed(bound(show_feature, session, dictionary), grounding)
+    show.click(showing, [image, prompt, feature], list(grounding.values()), api_name="show_feature")
     on_image.click(bound(image_features, session, dictionary), [image, prompt], table, api_name="image_features")
     table.select(pick_feature, table, feature, api_name="pick_feature").then(
-        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
-        api_name="show_picked_feature")
+        showing, [image, prompt, feature], list(grounding.values()), api_name="show_picked_feature")
     the_map.click(clicked_point, None, feature, api_name="pick_map_feature").then(
-        bound(show_feature, session, dictionary), [image, prompt, feature], [crops, words, heat, the_map],
-        api_name="show_map_feature")
-    run.click(bound(clamp, session, dictionary, fit_reference(folder or DEFAULT_DICTIONARY, "concepts")),
-              [image, prompt, max_new, feature, value, where], [plain, clamped, spec], api_name="clamp")
+        showing, [image, prompt, feature], list(grounding.values()), api_name="show_map_feature")
+    answers = {"plain": plain, "clamped": clamped, "spec": spec}
+    run.click(keyed(bound(clamp, session, dictionary, fit_reference(folder or DEFAULT_DICTIONARY, "concepts")), answers),
+              [image, prompt, max_new, feature, value, where], list(answers.values()), api_name="clamp")

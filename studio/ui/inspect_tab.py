@@ -20,7 +20,7 @@ from studio.adapters import PatchGrid
 from studio.engine.errors import InputError
 from studio.engine.images import load_image
 from studio.engine.session import ModelSession
-from studio.ui.common import ExportSpec, export_controls, skip_all, user_errors
+from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
 from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -72,25 +72,25 @@ def _checked_layer(state: Inspection, layer: float) -> int:
     return int(layer)
 
 
-def token_panels(state: Inspection, index: int, layer: int) -> tuple:
+TOKEN_PANELS = ("heat", "grid", "trajectory", "attention", "rollout", "share", "boxes")
+
+
+def token_panels(state: Inspection, index: int, layer: int) -> dict:
     """Figures that follow the selected token: lens heat map, decoded grid, trajectory, attention."""
     token_id = state.lens.answer_ids[index]
-    return (lens_view.heatmap(state.lens, token_id),
-            lens_view.patch_grid(state.lens, layer, token_id, state.image),
-            lens_view.trajectory(state.lens, index),
-            attention_view.patch_attention(state.attention, index, layer, None, state.image),
-            attention_view.rollout(state.attention, index, state.image),
-            attention_view.image_share(state.attention, index),
-            detector_view.boxes(state.detector, state.image, selected=index))
+    return {"heat": lens_view.heatmap(state.lens, token_id),
+            "grid": lens_view.patch_grid(state.lens, layer, token_id, state.image),
+            "trajectory": lens_view.trajectory(state.lens, index),
+            "attention": attention_view.patch_attention(state.attention, index, layer, None, state.image),
+            "rollout": attention_view.rollout(state.attention, index, state.image),
+            "share": attention_view.image_share(state.attention, index),
+            "boxes": detector_view.boxes(state.detector, state.image, selected=index)}
 
 
 def _chips(state: Inspection, scene: Scene | None, prompt: str) -> list:
     tokens = [state.lens.tokens[p] for p in state.lens.answer_positions]
     verdicts = judge_words(scene, prompt, tokens) if scene else [None] * len(tokens)
     return [(t, "wrong" if v else None) for t, v in zip(tokens, verdicts)]
-
-
-INSPECT_OUTPUTS = 13
 
 
 @user_errors
@@ -105,20 +105,20 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
     for step, name in enumerate(("logit_lens", "attention", "detector", "drift")):
         progress(step / 4, desc=f"probe: {name}")
         results[name] = run_probe(session, name, request)
-        yield skip_all(INSPECT_OUTPUTS)
+        yield {}
     if not results["logit_lens"].answer_positions:
         raise InputError("the model generated no tokens for this prompt; nothing to inspect")
     state = Inspection(image=np.asarray(load_image(image_path)), lens=results["logit_lens"],
                        attention=results["attention"], detector=results["detector"], drift=results["drift"],
                        request=request)
     layer = state.lens.top_ids.shape[0] // 2
-    table = detector_view.rows(state.detector)
-    yield (state, _chips(state, scene_of(image_path), prompt), 0, gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer),
-            *token_panels(state, 0, layer), drift_view.drift_curve(state.drift), table)
+    yield {"state": state, "chips": _chips(state, scene_of(image_path), prompt), "token": 0,
+           "layer": gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer), **token_panels(state, 0, layer),
+           "drift": drift_view.drift_curve(state.drift), "detector": detector_view.rows(state.detector)}
 
 
 @user_errors
-def show_token(state: Inspection | None, token_index: float, layer: float) -> tuple:
+def show_token(state: Inspection | None, token_index: float, layer: float) -> dict:
     """Redraw the token-following panels for ``token_index`` at ``layer`` (from the stored results)."""
     index = _checked_token(state, token_index)
     return token_panels(state, index, _checked_layer(state, layer))
@@ -130,7 +130,7 @@ def pick_token(evt: gr.SelectData) -> int:
 
 
 @user_errors
-def show_patch(state: Inspection | None, token_index: float, x: float, y: float) -> tuple:
+def show_patch(state: Inspection | None, token_index: float, x: float, y: float) -> dict:
     """What the patch under pixel (x, y) means to the model: its top words per layer, and the
     selected token's probability there, layer by layer."""
     index = _checked_token(state, token_index)
@@ -142,9 +142,9 @@ def show_patch(state: Inspection | None, token_index: float, x: float, y: float)
         raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the part of the image the model sees")
     row, col = cell
     position = next(i for i, p in enumerate(state.lens.patch) if p == [state.lens.main_grid, row, col])
-    return (lens_view.position_layers(state.lens, position),
-            lens_view.position_trajectory(state.lens, position, state.lens.answer_ids[index]),
-            f"patch row {row}, col {col} (position {position})")
+    return {"layers": lens_view.position_layers(state.lens, position),
+            "trajectory": lens_view.position_trajectory(state.lens, position, state.lens.answer_ids[index]),
+            "label": f"patch row {row}, col {col} (position {position})"}
 
 
 def pick_patch(evt: gr.SelectData) -> tuple[float, float]:
@@ -159,21 +159,21 @@ def patch_image(image_path: str | None) -> str | None:
 
 @user_errors
 def attribute(session: ModelSession, state: Inspection | None, token_index: float,
-              progress=gr.Progress()) -> tuple:
+              progress=gr.Progress()) -> dict:
     """Occlusion and integrated gradients for the selected token (computed once per token)."""
     index = _checked_token(state, token_index)
     if index not in state.attributions:
         progress(0, desc="attribution (occlusion + integrated gradients)")
         state.attributions[index] = run_probe(session, "attribution", state.request, answer_index=index)
     result = state.attributions[index]
-    return (attribution_view.patch_scores(result, "occlusion", state.image),
-            attribution_view.patch_scores(result, "ig_pixels", state.image),
-            attribution_view.prompt_scores(result))
+    return {"occlusion": attribution_view.patch_scores(result, "occlusion", state.image),
+            "ig_pixels": attribution_view.patch_scores(result, "ig_pixels", state.image),
+            "ig_prompt": attribution_view.prompt_scores(result)}
 
 
 @user_errors
 def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, name: str,
-                  params_json: str) -> tuple[dict, str]:
+                  params_json: str) -> dict:
     """Run any registered probe with JSON parameters; return its array shapes and a JSON file."""
     try:
         params = json.loads(params_json or "{}")
@@ -187,7 +187,7 @@ def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, ma
     handle = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".json", delete=False, mode="w")
     json.dump(data, handle)
     handle.close()
-    return {k: v["shape"] for k, v in data["arrays"].items()}, handle.name
+    return {"shapes": {k: v["shape"] for k, v in data["arrays"].items()}, "file": handle.name}
 
 
 def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
@@ -231,17 +231,23 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
 
     export_controls(session, "inspect", state)
 
-    panels = [heat, grid_plot, traj, attn, roll, share, boxes]
-    inspecting = run.click(functools.partial(inspect, session), [image, prompt, max_new],
-                           [state, chips, token, layer, *panels, drift_plot, detect_table], api_name="inspect")
+    panels = dict(zip(TOKEN_PANELS, (heat, grid_plot, traj, attn, roll, share, boxes)))
+    inspected = {"state": state, "chips": chips, "token": token, "layer": layer, **panels, "drift": drift_plot,
+                 "detector": detect_table}
+    patch = {"layers": patch_plot, "trajectory": patch_traj, "label": patch_label}
+    attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt}
+    probed = {"shapes": probe_shapes, "file": probe_file}
+    bound = functools.partial
+    inspecting = run.click(keyed(bound(inspect, session), inspected), [image, prompt, max_new],
+                           list(inspected.values()), api_name="inspect")
     run.click(patch_image, image, patch_img, api_name="patch_image")
     chips.select(pick_token, None, token, api_name="pick_token").then(
-        show_token, [state, token, layer], panels, api_name="show_token")
-    layer.release(show_token, [state, token, layer], panels, api_name="show_layer")
+        keyed(show_token, panels), [state, token, layer], list(panels.values()), api_name="show_token")
+    layer.release(keyed(show_token, panels), [state, token, layer], list(panels.values()), api_name="show_layer")
     patch_img.select(pick_patch, None, [px, py], api_name="pick_patch").then(
-        show_patch, [state, token, px, py], [patch_plot, patch_traj, patch_label], api_name="show_patch")
-    attributing = attr_button.click(functools.partial(attribute, session), [state, token], [occl, igpix, igprompt],
-                                    api_name="attribute")
+        keyed(show_patch, patch), [state, token, px, py], list(patch.values()), api_name="show_patch")
+    attributing = attr_button.click(keyed(bound(attribute, session), attributed), [state, token],
+                                    list(attributed.values()), api_name="attribute")
     stop.click(None, None, None, cancels=[inspecting, attributing], api_name="stop_inspect")
-    probe_run.click(functools.partial(run_any_probe, session), [image, prompt, max_new, probe_name, probe_params],
-                    [probe_shapes, probe_file], api_name="run_probe")
+    probe_run.click(keyed(bound(run_any_probe, session), probed), [image, prompt, max_new, probe_name, probe_params],
+                    list(probed.values()), api_name="run_probe")

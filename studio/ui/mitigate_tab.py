@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from studio.decoding import strategy_by_name
 from studio.engine.errors import InputError
 from studio.engine.session import Generation, ModelSession
-from studio.ui.common import ExportSpec, export_controls, user_errors
+from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
 from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -47,10 +47,11 @@ def _chips(generation: Generation, greedy: Generation | None, scene: Scene | Non
     return chips
 
 
-def _rows(generations: dict[str, Generation], truth: Scene | None) -> list:
+def _rows(generations: dict[str, Generation], truth: Scene | None) -> dict:
+    """One chip row per method slot: the answer where the method ran, hidden where it did not."""
     greedy = generations.get("greedy")
-    return [gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
-            else gr.update(value=None, visible=False) for m in METHODS]
+    return {m: gr.update(value=_chips(generations[m], greedy, truth), visible=True) if m in generations
+            else gr.update(value=None, visible=False) for m in METHODS}
 
 
 @user_errors
@@ -71,13 +72,13 @@ def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new
     for step, (name, strategy) in enumerate(strategies.items()):
         progress(step / len(strategies), desc=f"decoding: {name}")
         generations[name] = session.generate(prepared, max_new_tokens=int(max_new_tokens), strategy=strategy)
-        yield (gr.skip(), gr.skip(), *_rows(generations, truth))
+        yield _rows(generations, truth)
     traces = {name: _trace_state(g) for name, g in generations.items()}
     traces["_image"] = np.asarray(prepared.image)
     traces["_grid"] = prepared.token_map
     spec = ExportSpec(image_path, prompt, int(max_new_tokens),
                       [{"probe": "decode", "params": {"method": n, "settings": settings[n]}} for n in generations])
-    yield (traces, spec, *_rows(generations, truth))
+    yield {"traces": traces, "spec": spec, **_rows(generations, truth)}
 
 
 def _trace_state(generation: Generation) -> dict:
@@ -85,7 +86,7 @@ def _trace_state(generation: Generation) -> dict:
 
 
 @user_errors
-def show_step(session: ModelSession, traces: dict | None, method: str, step: float) -> tuple:
+def show_step(session: ModelSession, traces: dict | None, method: str, step: float) -> dict:
     """Expert, amateur and contrast distributions at one step of one method; SID's kept tokens."""
     if not traces or method not in traces:
         raise InputError(f"decode with {method!r} first (choose it and press Decode)")
@@ -95,12 +96,12 @@ def show_step(session: ModelSession, traces: dict | None, method: str, step: flo
         raise InputError(f"step {int(step)} is out of range: {method} generated {n} tokens (0..{n - 1})")
     step = int(step)
     if "expert" not in trace:
-        return go.Figure(layout={"title": f"{method} has no contrast branch"}), None
+        return {"distributions": go.Figure(layout={"title": f"{method} has no contrast branch"}), "kept": None}
     figure = step_distributions(trace, step, session.decode_token, method)
     kept = None
     if "kept" in trace and step < len(trace["kept"]):
         kept = _kept_figure(traces["_image"], traces["_grid"], trace["kept"][step], step)
-    return figure, kept
+    return {"distributions": figure, "kept": kept}
 
 
 def _kept_figure(image: np.ndarray, token_map, kept: list[int], step: int) -> go.Figure:
@@ -144,12 +145,14 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     with gr.Row():
         dist, kept = gr.Plot(label="expert / amateur / contrast"), gr.Plot(label="SID kept vision tokens")
     export_controls(session, "mitigate", spec)
-    decoding = run.click(functools.partial(mitigate, session),
-                         [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], [traces, spec, *rows],
+    decoded = {"traces": traces, "spec": spec, **dict(zip(METHODS, rows))}
+    decoding = run.click(keyed(functools.partial(mitigate, session), decoded),
+                         [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], list(decoded.values()),
                          api_name="mitigate")
     stop.click(None, None, None, cancels=[decoding], api_name="stop_mitigate")
+    shown = {"distributions": dist, "kept": kept}
+    showing = keyed(functools.partial(show_step, session), shown)
     for name, row in zip(METHODS, rows):
         row.select(step_picker(name), None, [selected, step], api_name=f"pick_step_{name}").then(
-            functools.partial(show_step, session), [traces, selected, step], [dist, kept], api_name=f"show_step_{name}")
-    gr.Button("Show step").click(functools.partial(show_step, session), [traces, selected, step], [dist, kept],
-                                 api_name="show_step")
+            showing, [traces, selected, step], list(shown.values()), api_name=f"show_step_{name}")
+    gr.Button("Show step").click(showing, [traces, selected, step], list(shown.values()), api_name="show_step")

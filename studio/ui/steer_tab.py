@@ -14,7 +14,7 @@ from studio.engine.errors import InputError, StudioError
 from studio.engine.session import ModelSession
 from studio.steering.fit import DirectionFit
 from studio.steering.vectors import MAX_ALPHA
-from studio.ui.common import ExportSpec, export_controls, user_errors
+from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
 from views.steering import alpha_curve, probe_curve
 
 DEFAULT_STEERING = asset("steering")
@@ -50,7 +50,7 @@ def slider_range(fit: DirectionFit) -> tuple[float, float]:
 
 @user_errors
 def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_path: str | None, prompt: str,
-          max_new_tokens: float, alpha: float, layers: str) -> tuple:
+          max_new_tokens: float, alpha: float, layers: str) -> dict:
     """The answer unsteered and steered by ``alpha`` at ``layers``, the sweep with alpha marked,
     and what to export (a ``steer`` run)."""
     if fit is None:
@@ -60,7 +60,7 @@ def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_pa
     result = run_probe(session, "steer", request, **params)
     curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "steer", "params": params}], [result])
-    return result.baseline_text, result.text, curve, spec
+    return {"plain": result.baseline_text, "steered": result.text, "curve": curve, "spec": spec}
 
 
 def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
@@ -86,7 +86,9 @@ def build_steer_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, 
         plain, steered = gr.Textbox(label="answer"), gr.Textbox(label="steered answer")
     spec = gr.State(None)
     export_controls(session, "steer", spec)
-    handler = functools.partial(steer, session, fit, fit_reference(folder or DEFAULT_STEERING, "steering"))
-    run.click(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve, spec], api_name="steer")
-    alpha.release(handler, [image, prompt, max_new, alpha, layers], [plain, steered, curve, spec],
+    answers = {"plain": plain, "steered": steered, "curve": curve, "spec": spec}
+    handler = keyed(functools.partial(steer, session, fit, fit_reference(folder or DEFAULT_STEERING, "steering")),
+                    answers)
+    run.click(handler, [image, prompt, max_new, alpha, layers], list(answers.values()), api_name="steer")
+    alpha.release(handler, [image, prompt, max_new, alpha, layers], list(answers.values()),
                   api_name="steer_on_release")

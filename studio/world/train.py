@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from studio.engine.errors import InputError
+from studio.engine.loading import OBJECTS_FILE
 from studio.world import conflict
 from studio.world.language import KINDS, QUESTION_WEIGHTS, TASK_WEIGHTS, sample_example
 from studio.world.modelkit import (
@@ -256,6 +257,12 @@ def continue_with_context(init_dir: str | Path, config: TrainConfig, out_dir: st
     return log
 
 
+def objects_record() -> dict:
+    """The object words of the world, saved beside a world model (``objects.json``): the detector
+    and ground-truth tools read a model's object vocabulary from there, never from world code."""
+    return {"objects": list(KINDS), "source": "vlm-studio scene world (studio/world/scenes.py KINDS)"}
+
+
 def save(model, processor, out_dir: str | Path, config: TrainConfig, log: TrainLog) -> Path:
     """Write the model (safetensors only), processor and training record into ``out_dir``."""
     import json
@@ -266,4 +273,5 @@ def save(model, processor, out_dir: str | Path, config: TrainConfig, log: TrainL
     record = {"train_config": asdict(config), "loss_every": log.every,
               "vision_loss": log.vision, "joint_loss": log.joint, "question_loss": log.questions, "context_loss": log.context}
     (out / "training.json").write_text(json.dumps(record, indent=1))
+    (out / OBJECTS_FILE).write_text(json.dumps(objects_record(), indent=1))
     return out
