@@ -83,7 +83,8 @@ def main() -> None:
     print(f"plain forward (prompt + answer)      {forward * 1e3:8.2f} ms")
     print(f"logit-lens sweep / plain forward     {lens / forward:8.2f} x   (goal <= 1.5)")
     print(f"attention capture / plain forward    {attention / forward:8.2f} x")
-    print(f"sweep peak extra memory / weights    {extra / weights:8.2f}     ({extra / 2**20:.1f} MiB of {weights / 2**20:.1f} MiB)")
+    print(f"sweep peak extra memory / weights    {extra / weights:8.2f}     "
+          f"({extra / 2**20:.1f} MiB of {weights / 2**20:.1f} MiB)")
     print(f"panel refresh from cache (token)     {refresh * 1e3:8.1f} ms")
     print(f"panel refresh from cache (patch)     {patch * 1e3:8.1f} ms")
 

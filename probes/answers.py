@@ -12,7 +12,7 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class Decode(AnswerProbe):
     params_class = DecodeParams
     result_class = DecodeResult
 
-    def answer(self, session, prepared, max_new_tokens: int, params: DecodeParams) -> DecodeResult:
+    def answer(self, session, prepared, max_new_tokens: int, params: DecodeParams) -> AnswerResult:
         from studio.decoding import strategy_by_name
         strategy = strategy_by_name(params.method, **params.settings)
         strategy.check(session)
@@ -155,7 +155,7 @@ class Steer(AnswerProbe):
     result_class = SteerResult
     needs_fit = True
 
-    def answer(self, session, prepared, max_new_tokens: int, params: SteerParams) -> SteerResult:
+    def answer(self, session, prepared, max_new_tokens: int, params: SteerParams) -> AnswerResult:
         from studio.steering.fit import DirectionFit
         fit = fitted(session, "steer", params.directions or ASSETS / "steering", DirectionFit.load)
         layers = [int(x) for x in params.layers] or list(fit.extra.get("layers", [0]))
@@ -172,7 +172,7 @@ class ClampParams(ProbeParams):
 
     feature: int = 0
     value: float = 10.0
-    where: str = "image"
+    where: Literal["image", "all"] = "image"
     dictionary: str = ""
 
     def __post_init__(self):
@@ -187,9 +187,10 @@ class Clamp(AnswerProbe):
     result_class = ClampResult
     needs_fit = True
 
-    def answer(self, session, prepared, max_new_tokens: int, params: ClampParams) -> ClampResult:
+    def answer(self, session, prepared, max_new_tokens: int, params: ClampParams) -> AnswerResult:
         from studio.concepts.explore import Dictionary, clamp_generate
         dictionary = fitted(session, "clamp", params.dictionary or ASSETS / "concepts", Dictionary.load)
         ids = clamp_generate(session, dictionary, prepared, int(params.feature), float(params.value),
                              params.where, max_new_tokens)
-        return self.result(session, prepared, max_new_tokens, f"feature {params.feature} = {params.value:g} at {params.where}", ids)
+        setting = f"feature {params.feature} = {params.value:g} at {params.where}"
+        return self.result(session, prepared, max_new_tokens, setting, ids)

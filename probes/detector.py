@@ -117,6 +117,12 @@ def confidence_maps(session, run: Run, token_ids: list[int], images: list[int]) 
     return best
 
 
+def _cell(tmap, position: int) -> tuple[int, int]:
+    placement = tmap.image[position]
+    assert placement.row is not None and placement.col is not None, "only patch tokens are grounded"
+    return placement.row, placement.col
+
+
 def grounding_box(run: Run, sims: torch.Tensor, images: list[int], margin: float) -> tuple[int, list[float]]:
     """The best image position and the box around main-grid patches within ``margin`` of it."""
     tmap = run.token_map
@@ -127,7 +133,7 @@ def grounding_box(run: Run, sims: torch.Tensor, images: list[int], margin: float
     grid = tmap.grids[tmap.image[images[best]].grid]
     near = [k for k in pool if float(sims[k]) >= float(sims[best]) - margin
             and tmap.image[images[k]].grid == tmap.image[images[best]].grid]
-    boxes = [grid.patch_box(tmap.image[images[k]].row, tmap.image[images[k]].col) for k in near]
+    boxes = [grid.patch_box(*_cell(tmap, images[k])) for k in near]
     box = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)]
     return images[best], box
 

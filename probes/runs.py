@@ -103,6 +103,7 @@ def compute_run(session: ModelSession, request: ProbeRequest) -> Run:
     generation = session.generate(prepared, max_new_tokens=request.max_new_tokens)
     answer_ids = [t.id for t in generation.tokens]
     result = session.forward(prepared, capture=True, extra_ids=answer_ids)
+    assert result.hidden is not None
     start = prepared.length
     token_map = TokenMap(input_ids=prepared.token_map.input_ids + answer_ids,
                          tokens=prepared.token_map.tokens + [t.text for t in generation.tokens],

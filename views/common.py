@@ -47,7 +47,7 @@ def grid_figure(image: np.ndarray | None, grid: dict, values: np.ndarray, title:
         z=values, x0=x0 + dx / 2, dx=dx, y0=y0 + dy / 2, dy=dy, colorscale=colorscale, opacity=opacity,
         zmin=zmin, zmax=zmax, text=labels, texttemplate="%{text}" if labels is not None else None,
         colorbar={"title": colorbar}, hovertemplate="row %{customdata[0]}, col %{customdata[1]}: %{z:.3f}<extra></extra>",
-        customdata=np.dstack(np.mgrid[0:grid["rows"], 0:grid["cols"]])))
+        customdata=np.stack(list(np.mgrid[0:grid["rows"], 0:grid["cols"]]), axis=-1)))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=380)

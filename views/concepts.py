@@ -12,19 +12,19 @@ WEAK_AUROC = 0.75
 def feature_map(xy: list[list[float]], features: list[dict], selected: int | None = None) -> go.Figure:
     """Decoder directions in 2-D (UMAP), coloured by the attribute each feature detects best;
     features whose best AUROC is below 0.75 are grey."""
-    xy = np.asarray(xy, dtype=float)
+    points = np.asarray(xy, dtype=float)
     groups: dict[str, list[int]] = {}
     for i, f in enumerate(features):
         groups.setdefault(f["attribute"] if f["auroc"] >= WEAK_AUROC else "none", []).append(i)
     fig = go.Figure()
     for attribute, ids in groups.items():
         fig.add_trace(go.Scatter(
-            x=xy[ids, 0], y=xy[ids, 1], mode="markers", name=attribute, customdata=ids,
+            x=points[ids, 0], y=points[ids, 1], mode="markers", name=attribute, customdata=ids,
             marker={"color": ATTRIBUTE_COLOURS.get(attribute, "#444"), "size": 6, "opacity": 0.8},
             text=[f"feature {i}: {features[i]['attribute']}={features[i]['value']} (AUROC {features[i]['auroc']:.2f})"
                   for i in ids], hovertemplate="%{text}<extra></extra>"))
     if selected is not None:
-        fig.add_trace(go.Scatter(x=[xy[selected, 0]], y=[xy[selected, 1]], mode="markers", name=f"feature {selected}",
+        fig.add_trace(go.Scatter(x=[points[selected, 0]], y=[points[selected, 1]], mode="markers", name=f"feature {selected}",
                                  marker={"color": "black", "size": 14, "symbol": "circle-open", "line": {"width": 3}}))
     fig.update_layout(title="Features (UMAP of decoder directions)", height=420,
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, xaxis={"visible": False}, yaxis={"visible": False})

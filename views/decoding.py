@@ -1,7 +1,7 @@
 """View of one contrastive decoding step: the distributions that chose the token."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import plotly.graph_objects as go

@@ -6,7 +6,7 @@ Figures that follow a token follow the first generated one; figures laid over th
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import plotly.graph_objects as go

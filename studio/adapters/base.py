@@ -7,7 +7,7 @@ Probes and the session never branch on the family; they ask the adapter.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -95,10 +95,16 @@ class TokenMap:
         return max(range(len(self.grids)), key=lambda g: self.grids[g].rows * self.grids[g].cols
                    if self.grids[g].name in ("image", "tiles", "base") else -1)
 
+    def require_main_grid(self) -> int:
+        """The main grid's index, or an AdapterError when the prompt has no patch geometry."""
+        if self.main_grid is None:
+            raise AdapterError("patch geometry unknown: this prompt has no image grid the studio can place")
+        return self.main_grid
+
     def positions_of_grid(self, grid: int) -> dict[tuple[int, int], int]:
         """(row, col) -> input position for every patch of one grid."""
         return {(p.row, p.col): pos for pos, p in self.image.items()
-                if p.grid == grid and p.row is not None}
+                if p.grid == grid and p.row is not None and p.col is not None}
 
     def to_dict(self) -> dict:
         return {"input_ids": self.input_ids, "tokens": self.tokens,
@@ -125,10 +131,10 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: nn.Module, processor=None) -> None:
-        self.model = model
+        self.model: Any = model  # a *ForConditionalGeneration; its layout varies by family
         self.processor = processor
 
-    def text_model(self) -> nn.Module:
+    def text_model(self) -> Any:
         return self.model.model.language_model
 
     def decoder_layers(self) -> nn.ModuleList:
@@ -137,7 +143,7 @@ class Adapter:
     def final_norm(self) -> nn.Module:
         return self.text_model().norm
 
-    def unembedding(self) -> nn.Module:
+    def unembedding(self) -> nn.Linear:
         return self.model.lm_head
 
     def embeddings(self) -> nn.Module:
@@ -145,7 +151,7 @@ class Adapter:
 
     def attention_modules(self) -> list[nn.Module]:
         """Each decoder layer's self-attention (its output is (attn_output, attn_weights))."""
-        return [layer.self_attn for layer in self.decoder_layers()]
+        return [cast(nn.Module, layer.self_attn) for layer in self.decoder_layers()]
 
     def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
         """For every element of ``pixel_values`` (broadcastable to it), the ordinal of the image

@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="samples")
     p.set_defaults(func=cmd_world_sample)
 
-    p = sub.add_parser("export", help="run a probe (decode, steer and clamp included) and export it as a notebook that re-runs it")
+    p = sub.add_parser("export", help="run a probe (decode, steer and clamp included) and export it as a notebook "
+                                      "that re-runs it")
     p.add_argument("name", choices=sorted(REGISTRY), help="which probe")
     p.add_argument("image", help="path of the image")
     p.add_argument("--prompt", default="describe the image .")

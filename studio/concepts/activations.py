@@ -12,9 +12,9 @@ in the row-major grid (-1 for words), token id.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -81,7 +81,10 @@ def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)
-    buffer_a, buffer_m, shards, rows = [], [], [], 0
+    buffer_a: list[torch.Tensor] = []
+    buffer_m: list[torch.Tensor] = []
+    shards: list[str] = []
+    rows = 0
     bar = tqdm(total=config.n_scenes, desc=f"activations layer {config.layer}", disable=not progress)
     for first in range(config.start, config.start + config.n_scenes, config.batch):
         seeds = list(range(first, min(first + config.batch, config.start + config.n_scenes)))
@@ -100,9 +103,9 @@ def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool 
     bar.close()
     if buffer_a:
         shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
-    meta = {"config": asdict(config), "model": model_fingerprint(session.model), "rows": rows,
-            "d_model": int(acts.shape[1]), "shards": shards}
-    atomic_write_json(out / META_FILE, meta)
+    record = {"config": asdict(config), "model": model_fingerprint(session.model), "rows": rows,
+              "d_model": int(acts.shape[1]), "shards": shards}
+    atomic_write_json(out / META_FILE, record)
     return ActivationSet(out)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ MAX_CLAMP = 1000.0
 class Dictionary:
     """A saved SAE checked against the session, with the grounding computed when it was built."""
 
-    sae: object
+    sae: Any
     layer: int
     info: dict
 

@@ -68,4 +68,5 @@ def _load_builtins() -> None:
     from studio.decoding import icd, sid, vcd  # noqa: F401  (registration side effect)
 
 
-__all__ = ["DecodeBatch", "DecodePlan", "DecodingStrategy", "Greedy", "STRATEGIES", "Sampling", "parse_settings", "register", "strategy_by_name"]
+__all__ = ["STRATEGIES", "DecodeBatch", "DecodePlan", "DecodingStrategy", "Greedy", "Sampling", "parse_settings", "register",
+           "strategy_by_name"]

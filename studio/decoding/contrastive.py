@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from transformers import LogitsProcessor
@@ -80,7 +80,7 @@ class ContrastProcessor(LogitsProcessor):
         self.trace["contrast"].append(mixed[0].detach().cpu())
         out = torch.empty_like(scores, dtype=mixed.dtype)
         out[self.experts], out[self.amateurs] = mixed, mixed
-        return out.to(scores.dtype)
+        return cast(torch.FloatTensor, out.to(scores.dtype))
 
 
 @dataclass(frozen=True)

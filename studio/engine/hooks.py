@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import torch
 from torch import nn

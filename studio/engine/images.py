@@ -10,7 +10,6 @@ import hashlib
 import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,7 +18,7 @@ from studio.engine.errors import InputError
 
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
-ImageLike = Union[str, Path, bytes, Image.Image, np.ndarray]
+ImageLike = str | Path | bytes | Image.Image | np.ndarray
 
 
 def load_image(source: ImageLike, name: str | None = None) -> Image.Image:
@@ -39,7 +38,7 @@ def load_image(source: ImageLike, name: str | None = None) -> Image.Image:
     return to_rgb(image)
 
 
-def _open(source: Union[str, Path, bytes], label: str | None = None) -> Image.Image:
+def _open(source: str | Path | bytes, label: str | None = None) -> Image.Image:
     name = f"'{label}'" if label else "the uploaded data" if isinstance(source, bytes) else f"'{source}'"
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     if not isinstance(source, bytes) and not Path(source).is_file():

@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
@@ -131,7 +132,7 @@ def load_model(source: str | None = None, device: str = "auto", dtype: str = "au
         raise ModelLoadError(f"'{source}' is a {config.model_type!r} model; the studio has adapters for "
                              f"{', '.join(supported_model_types())}")
     try:
-        model = AutoModelForImageTextToText.from_pretrained(
+        model: Any = AutoModelForImageTextToText.from_pretrained(
             where, dtype=torch_dtype, use_safetensors=True, attn_implementation=attn_implementation, **common)
         processor = load_processor(where, **common)
     except (OSError, ValueError) as err:

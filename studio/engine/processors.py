@@ -34,11 +34,12 @@ class ImageOnlyProcessorMixin:
     def __init__(self, image_processor: BaseImageProcessor | None = None,
                  tokenizer: PreTrainedTokenizerFast | None = None, chat_template: str | None = None,
                  **kwargs) -> None:
-        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template,  # type: ignore[call-arg]
+                         **kwargs)
 
     def to_dict(self) -> dict:
         """The processor's saved settings, naming the standard class as ``processor_class``."""
-        return {**super().to_dict(), "processor_class": self.saved_as}
+        return {**super().to_dict(), "processor_class": self.saved_as}  # type: ignore[misc]
 
 
 class Qwen2VLImageOnlyProcessor(ImageOnlyProcessorMixin, Qwen2VLProcessor):
@@ -58,7 +59,7 @@ IMAGE_ONLY = {cls.saved_as: cls for cls in (Qwen2VLImageOnlyProcessor, Qwen2_5_V
 
 def load_processor(where: str, **kwargs):
     """The processor saved with the model at ``where`` (folder or Hub id)."""
-    cls = IMAGE_ONLY.get(_saved_class(where))
+    cls = IMAGE_ONLY.get(_saved_class(where) or "")
     if cls is not None and not _video_processing_available():
         return cls.from_pretrained(where, **kwargs)
     return AutoProcessor.from_pretrained(where, **kwargs)

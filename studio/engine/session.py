@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -86,7 +87,7 @@ class ModelSession:
 
     def __init__(self, model, processor, source: str = "in-memory", device: str | None = None,
                  objects: tuple[str, ...] = ()) -> None:
-        self.model = model.eval().requires_grad_(False)
+        self.model: Any = model.eval().requires_grad_(False)
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.adapter: Adapter = adapter_for(model, processor)

@@ -26,9 +26,10 @@ success, error or cancel; see :mod:`studio.engine.hooks`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Literal, Sequence, Union
+from typing import Literal
 
 import torch
 from torch import nn
@@ -38,8 +39,8 @@ from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
 
 Site = Literal["residual", "attention_weights", "attention_mask"]
 Phase = Literal["prompt", "generated", "both"]
-Where = Union[Literal["all", "image", "after_image"], torch.Tensor]
-Edit = Callable[[torch.Tensor], Union[torch.Tensor, None]]
+Where = Literal["all", "image", "after_image"] | torch.Tensor
+Edit = Callable[[torch.Tensor], torch.Tensor | None]
 SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask")
 PHASES: tuple[str, ...] = ("prompt", "generated", "both")
 NAMED_POSITIONS: tuple[str, ...] = ("all", "image", "after_image")
@@ -190,7 +191,7 @@ _HOOKS = {"residual": ("forward", _residual_hook), "attention_weights": ("forwar
 
 
 @contextmanager
-def intervene(model: nn.Module, layers: Sequence[nn.Module], attention: Sequence[nn.Module],
+def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, attention: Sequence[nn.Module],
               interventions: Sequence[Intervention], generating: bool = False,
               image_token_id: int | None = None) -> Iterator[None]:
     """Apply ``interventions`` to every forward of ``model`` inside the block. With

@@ -16,6 +16,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def model_reference(session) -> str | None:
     return str(path.resolve()) if path.is_dir() else session.source
 
 
-def figures_html(named: list[tuple[str, object]]) -> str:
+def figures_html(named: list[tuple[str, Any]]) -> str:
     """One standalone page of figures (title, plotly figure), plotly.js inlined once."""
     parts = [f"<h2>{title}</h2>" + figure.to_html(full_html=False, include_plotlyjs=(i == 0))
              for i, (title, figure) in enumerate(named)]

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("studio", "probes", "views", "vlm_studio")
 ASSETS = ("world-model", "samples", "concepts", "steering", "MODEL_CARD.md")
 REQUIREMENTS = ("torch", "transformers", "tokenizers", "safetensors", "gradio", "plotly", "pillow", "numpy",
-                "tqdm", "captum", "nnsight", "sae-lens", "umap-learn", "scikit-learn", "scipy", "nbformat")
+                "tqdm", "captum", "sae-lens", "umap-learn", "scikit-learn", "scipy", "nbformat")
 
 APP = '''"""vlm-studio on Hugging Face Spaces: the studio on its embedded world model."""
 from studio.ui.app import build_app

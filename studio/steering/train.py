@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from studio.engine.errors import InputError
-from studio.interventions import Intervention, position_mask
+from studio.interventions import Intervention, Phase, Where, position_mask
 
 Positions = Literal["all", "text", "prompt"]
 POSITIONS: tuple[str, ...] = ("all", "text", "prompt")
@@ -61,8 +61,8 @@ class Steering:
 
     def interventions(self) -> list[Intervention]:
         """The edits: where they apply follows ``positions``."""
-        where = "all" if self.positions == "all" else "after_image"
-        phase = "prompt" if self.positions == "prompt" else "both"
+        where: Where = "all" if self.positions == "all" else "after_image"
+        phase: Phase = "prompt" if self.positions == "prompt" else "both"
         return [Intervention("residual", layer, self._add(self.vectors[layer]), phase, where)
                 for layer in self.layers]
 

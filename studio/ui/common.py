@@ -5,9 +5,9 @@ import functools
 import inspect
 import tempfile
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 from gradio.components import Component
@@ -35,7 +35,7 @@ def user_errors(handler):
     return wrapped
 
 
-def keyed(handler: Callable, outputs: dict[str, Component]) -> Callable:
+def keyed(handler: Callable, outputs: Mapping[str, Component]) -> Callable:
     """``handler`` returning (or yielding) ``{name: value}`` for some of ``outputs``, as Gradio
     wants it: ``{component: value}``. Handlers name what they update, so adding a panel cannot
     shift another; a name not in ``outputs`` is an error and a name left out is not updated. A

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -45,7 +46,8 @@ def quality_text(dictionary: Dictionary) -> str:
         return f"Layer {dictionary.layer}, {dictionary.n_features} features."
     return (f"Layer {dictionary.layer}, {dictionary.n_features} features · explained variance "
             f"{q['explained_variance']:.4f} (patches {q.get('explained_variance_patches', float('nan')):.4f}, "
-            f"words {q.get('explained_variance_words', float('nan')):.4f}) · L0 {q['l0']:.1f} · dead {q['dead_share']:.1%} · caption loss "
+            f"words {q.get('explained_variance_words', float('nan')):.4f}) · L0 {q['l0']:.1f} · "
+            f"dead {q['dead_share']:.1%} · caption loss "
             f"{q['loss_clean']:.3f} → {q['loss_spliced']:.3f} spliced · attribute values with a feature of "
             f"AUROC ≥ 0.9: {q['pure_share']:.0%}")
 
@@ -72,7 +74,7 @@ def show_feature(session: ModelSession, dictionary: Dictionary | None, image_pat
     if image_path is not None:
         prepared = session.prepare(image_path, prompt)
         acts = activations(session, d, prepared)[:, f]
-        grid = prepared.token_map.grids[prepared.token_map.main_grid]
+        grid = prepared.token_map.grids[prepared.token_map.require_main_grid()]
         heat = grid_figure(np.asarray(prepared.image), asdict(grid), image_heat(prepared.token_map, acts),
                            f"feature {f} on this image", colorbar="activation")
     figure = feature_map(d.info["umap"], info, f).to_json() if "umap" in d.info else None
@@ -101,7 +103,7 @@ def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, ima
     if image_path is None:
         raise InputError("pick a sample or upload an image first")
     params = {"feature": int(feature), "value": float(value), "where": where, "dictionary": folder}
-    result = run_probe(session, "clamp", ProbeRequest(image_path, prompt, int(max_new_tokens)), **params)
+    result: Any = run_probe(session, "clamp", ProbeRequest(image_path, prompt, int(max_new_tokens)), **params)
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "clamp", "params": params}], [result])
     return {"plain": result.baseline_text, "clamped": result.text, "spec": spec}
 

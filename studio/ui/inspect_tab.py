@@ -11,11 +11,16 @@ import functools
 import json
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 import gradio as gr
 import numpy as np
 
-from probes import REGISTRY, ProbeRequest, run_probe
+from probes import REGISTRY, ProbeRequest, ProbeResult, run_probe
+from probes.attention import AttentionResult
+from probes.detector import DetectorResult
+from probes.drift import DriftResult
+from probes.logit_lens import LogitLensResult
 from studio.adapters import PatchGrid
 from studio.engine.errors import InputError
 from studio.engine.images import load_image
@@ -36,18 +41,18 @@ class Inspection:
     """What the tab holds for one browser session."""
 
     image: np.ndarray
-    lens: object
-    attention: object
-    detector: object
-    drift: object
+    lens: LogitLensResult
+    attention: AttentionResult
+    detector: DetectorResult
+    drift: DriftResult
     request: ProbeRequest
     attributions: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> ExportSpec:
         """The runs behind the panels (the attributions made so far included), with their results."""
-        runs = [{"probe": n, "params": {}} for n in ("logit_lens", "attention", "detector", "drift")]
-        results = [self.lens, self.attention, self.detector, self.drift]
+        runs: list[dict] = [{"probe": n, "params": {}} for n in ("logit_lens", "attention", "detector", "drift")]
+        results: list[ProbeResult] = [self.lens, self.attention, self.detector, self.drift]
         for index, result in sorted(self.attributions.items()):
             runs.append({"probe": "attribution", "params": {"answer_index": index}})
             results.append(result)
@@ -55,14 +60,14 @@ class Inspection:
         return ExportSpec(r.image, r.prompt, r.max_new_tokens, runs, results)
 
 
-def _checked_token(state: Inspection | None, token_index: float) -> int:
+def _checked_token(state: Inspection | None, token_index: float) -> tuple[Inspection, int]:
     if state is None:
         raise InputError("run Inspect first: there is no answer to select from")
     n = len(state.lens.answer_positions)
     index = int(token_index)
     if not 0 <= index < n:
         raise InputError(f"token index {index} is out of range: the answer has {n} tokens (0..{n - 1})")
-    return index
+    return state, index
 
 
 def _checked_layer(state: Inspection, layer: float) -> int:
@@ -101,7 +106,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
     if image_path is None:
         raise InputError("the Inspect panels need an image: pick a sample or upload one")
     request = ProbeRequest(image_path, prompt, int(max_new_tokens))
-    results = {}
+    results: dict[str, Any] = {}
     for step, name in enumerate(("logit_lens", "attention", "detector", "drift")):
         progress(step / 4, desc=f"probe: {name}")
         results[name] = run_probe(session, name, request)
@@ -120,7 +125,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
 @user_errors
 def show_token(state: Inspection | None, token_index: float, layer: float) -> dict:
     """Redraw the token-following panels for ``token_index`` at ``layer`` (from the stored results)."""
-    index = _checked_token(state, token_index)
+    state, index = _checked_token(state, token_index)
     return token_panels(state, index, _checked_layer(state, layer))
 
 
@@ -133,7 +138,9 @@ def pick_token(evt: gr.SelectData) -> int:
 def show_patch(state: Inspection | None, token_index: float, x: float, y: float) -> dict:
     """What the patch under pixel (x, y) means to the model: its top words per layer, and the
     selected token's probability there, layer by layer."""
-    index = _checked_token(state, token_index)
+    state, index = _checked_token(state, token_index)
+    if state.lens.image_size is None or state.lens.main_grid is None:
+        raise InputError("patch geometry unknown for this answer: there is no image grid to click on")
     w, h = state.lens.image_size
     if not (0 <= x < w and 0 <= y < h):
         raise InputError(f"pixel ({x:.0f}, {y:.0f}) is outside the {w}x{h} image")
@@ -161,7 +168,7 @@ def patch_image(image_path: str | None) -> str | None:
 def attribute(session: ModelSession, state: Inspection | None, token_index: float,
               progress=gr.Progress()) -> dict:
     """Occlusion and integrated gradients for the selected token (computed once per token)."""
-    index = _checked_token(state, token_index)
+    state, index = _checked_token(state, token_index)
     if index not in state.attributions:
         progress(0, desc="attribution (occlusion + integrated gradients)")
         state.attributions[index] = run_probe(session, "attribution", state.request, answer_index=index)

@@ -7,6 +7,7 @@ picked it (and, for SID, which vision tokens the amateur kept).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -31,7 +32,8 @@ def method_settings(methods: list[str], alpha: float, beta: float, noise_step: f
     """Each chosen method's parameters from the slider settings (greedy has none)."""
     if not methods:
         raise InputError(f"choose at least one method: {', '.join(METHODS)}")
-    own = {"vcd": {"noise_step": int(noise_step)}, "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
+    own: dict[str, dict] = {"vcd": {"noise_step": int(noise_step)},
+                            "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
     return {name: {} if name == "greedy" else {"alpha": alpha, "beta": beta, **own.get(name, {})} for name in methods}
 
 
@@ -67,13 +69,14 @@ def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new
     for strategy in strategies.values():
         strategy.check(session)
     prepared = session.prepare(image_path, prompt)
+    assert prepared.image is not None
     truth = scene_of(prepared.image)
     generations = {}
     for step, (name, strategy) in enumerate(strategies.items()):
         progress(step / len(strategies), desc=f"decoding: {name}")
         generations[name] = session.generate(prepared, max_new_tokens=int(max_new_tokens), strategy=strategy)
         yield _rows(generations, truth)
-    traces = {name: _trace_state(g) for name, g in generations.items()}
+    traces: dict[str, Any] = {name: _trace_state(g) for name, g in generations.items()}
     traces["_image"] = np.asarray(prepared.image)
     traces["_grid"] = prepared.token_map
     spec = ExportSpec(image_path, prompt, int(max_new_tokens),

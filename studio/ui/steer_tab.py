@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import cast
 
 import gradio as gr
 
 from probes import ProbeRequest, run_probe
-from probes.answers import fit_reference, fitted
+from probes.answers import AnswerResult, fit_reference, fitted
 from studio.engine.assets import asset
 from studio.engine.errors import InputError, StudioError
 from studio.engine.session import ModelSession
@@ -57,7 +58,7 @@ def steer(session: ModelSession, fit: DirectionFit | None, folder: str, image_pa
         raise InputError("no preference direction is loaded for this model")
     params = {"alpha": float(alpha), "layers": parse_layers(layers, session.n_layers), "directions": folder}
     request = ProbeRequest(image_path, prompt, int(max_new_tokens))
-    result = run_probe(session, "steer", request, **params)
+    result = cast(AnswerResult, run_probe(session, "steer", request, **params))
     curve = alpha_curve(fit.extra["sweep"], float(alpha)) if "sweep" in fit.extra else None
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "steer", "params": params}], [result])
     return {"plain": result.baseline_text, "steered": result.text, "curve": curve, "spec": spec}

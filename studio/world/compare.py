@@ -73,7 +73,8 @@ def bootstrap(method: list[dict], greedy: list[dict], n_boot: int = 1000, seed: 
     a = np.array([[c[k] for k in keys] for c in method], dtype=float)
     b = np.array([[c[k] for k in keys] for c in greedy], dtype=float)
     rng = np.random.default_rng(seed)
-    samples_a, samples_d = {m: [] for m in METRICS}, {m: [] for m in METRICS}
+    samples_a: dict[str, list[float]] = {m: [] for m in METRICS}
+    samples_d: dict[str, list[float]] = {m: [] for m in METRICS}
     for _ in range(n_boot):
         idx = rng.integers(0, len(a), len(a))
         ma, mb = metrics_from(_sum(a, keys, idx)), metrics_from(_sum(b, keys, idx))

@@ -9,6 +9,7 @@ true pixel box.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -47,7 +48,7 @@ def mention_records(session, split: str, n: int, seed: int = 0, progress: bool =
     records = []
     for i in tqdm(range(n), desc=f"detector {split}", disable=not progress):
         scene = sample_scene(seed * 100_000 + 50_000 + i, split)
-        result = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40), lexicon=KINDS,
+        result: Any = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40), lexicon=KINDS,
                            **(detector_params or {}))
         for k, word in enumerate(result.words):
             obj = scene.find(word)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -158,7 +159,7 @@ def evaluate_split(answer: Answer, split: str, n_scenes: int, seed: int = 0,
     rng = random.Random(seed)
     scenes = [sample_scene(seed * 100_000 + i, split) for i in range(n_scenes)]
     images = [render(s) for s in scenes]
-    records = [{"scene": s.to_dict(), "pope": {}, "questions": []} for s in scenes]
+    records: list[dict[str, Any]] = [{"scene": s.to_dict(), "pope": {}, "questions": []} for s in scenes]
     bar = tqdm(total=n_scenes * 2, desc=f"eval {split}", disable=not progress)
     for start in range(0, n_scenes, batch):
         chunk = slice(start, start + batch)

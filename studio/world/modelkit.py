@@ -6,6 +6,7 @@ Face format, so ``AutoProcessor`` and ``AutoModelForImageTextToText`` load the f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tokenizers import (
@@ -108,15 +109,22 @@ def build_config(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = Worl
     n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
     return LlavaConfig(
         vision_config=vision, text_config=text,
-        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_seq_length=n_patches,
+        image_token_index=image_token_id(tokenizer), image_seq_length=n_patches,
         vision_feature_select_strategy="default", vision_feature_layer=-1)
+
+
+def image_token_id(tokenizer: PreTrainedTokenizerFast) -> int:
+    """The id of the world tokenizer's image token."""
+    found = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    assert isinstance(found, int)
+    return found
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = WorldModelSize(),
                 seed: int = 0, vocab_size: int | None = None) -> LlavaForConditionalGeneration:
     """A freshly initialised world model; the seed fixes its initial weights."""
     torch.manual_seed(seed)
-    config = build_config(tokenizer, size, vocab_size)
+    config: Any = build_config(tokenizer, size, vocab_size)
     config.text_config.pad_token_id = tokenizer.pad_token_id
     model = LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -127,11 +135,12 @@ def build_model(tokenizer: PreTrainedTokenizerFast, size: WorldModelSize = World
 def extend_vocabulary(model: LlavaForConditionalGeneration, vocab_size: int, seed: int = 0) -> None:
     """Grow the input and output embeddings to ``vocab_size`` rows; new rows start at the mean
     of the old ones plus small seeded noise, so existing tokens keep their exact weights."""
-    old = model.get_input_embeddings().weight.shape[0]
+    model_: Any = model
+    old = model_.get_input_embeddings().weight.shape[0]
     if vocab_size <= old:
         return
     generator = torch.Generator().manual_seed(seed)
-    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+    for module in (model_.get_input_embeddings(), model_.get_output_embeddings()):
         weight = module.weight.data
         fresh = weight.mean(0, keepdim=True) + 0.02 * torch.randn(vocab_size - old, weight.shape[1], generator=generator)
         module.weight = torch.nn.Parameter(torch.cat([weight, fresh.to(weight.dtype)]))
@@ -139,10 +148,10 @@ def extend_vocabulary(model: LlavaForConditionalGeneration, vocab_size: int, see
             module.num_embeddings = vocab_size
         else:
             module.out_features = vocab_size
-    model.config.text_config.vocab_size = vocab_size
+    model_.config.text_config.vocab_size = vocab_size
 
 
-def chat_batch(processor, images: list, prompts: list[str], answers: list[str]) -> dict:
+def chat_batch(processor, images: list, prompts: list[str], answers: list[str]) -> Any:
     """Teacher-forced chat inputs (user: image + prompt, assistant: answer), right-padded."""
     texts = [processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]},

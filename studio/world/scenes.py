@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
-from typing import Literal
+
+from studio.engine.errors import InputError
 
 KINDS = ("circle", "square", "triangle", "cross", "ring", "star", "heart", "diamond")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
@@ -36,7 +37,6 @@ USUAL_COLOUR = {
 }
 USUAL_COLOUR_RATE = 0.8
 
-Split = Literal["train", "neutral", "cooccur", "colour_prior"]
 SPLITS: tuple[str, ...] = ("train", "neutral", "cooccur", "colour_prior")
 # Seed offsets keep every held-out split disjoint from the training stream.
 SPLIT_SEED_BASE = {"train": 0, "neutral": 10**9, "cooccur": 2 * 10**9, "colour_prior": 3 * 10**9}
@@ -105,7 +105,7 @@ def _training_kinds(rng: random.Random) -> list[str]:
     return kinds
 
 
-def sample_scene(seed: int, split: Split = "train") -> Scene:
+def sample_scene(seed: int, split: str = "train") -> Scene:
     """The scene for ``seed`` in ``split``; the same arguments always give the same scene.
 
     - ``train``: the biased training distribution;
@@ -114,7 +114,7 @@ def sample_scene(seed: int, split: Split = "train") -> Scene:
     - ``colour_prior``: every object in a colour other than its kind's usual one.
     """
     if split not in SPLIT_SEED_BASE:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     rng = random.Random(SPLIT_SEED_BASE[split] + seed)
     usual_rate = USUAL_COLOUR_RATE
     if split == "train":
@@ -130,6 +130,6 @@ def sample_scene(seed: int, split: Split = "train") -> Scene:
     return Scene(objects=_place(kinds, rng, usual_rate), seed=seed, split=split)
 
 
-def sample_split(split: Split, n: int, start: int = 0) -> list[Scene]:
+def sample_split(split: str, n: int, start: int = 0) -> list[Scene]:
     """``n`` scenes of ``split`` with seeds ``start .. start + n - 1``."""
     return [sample_scene(s, split) for s in range(start, start + n)]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -133,8 +134,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
     """
     torch.manual_seed(config.seed)
     processor = build_processor()
-    model = build_model(processor.tokenizer, config.size, seed=config.seed,
-                        vocab_size=base_vocab_size(processor.tokenizer)).to(config.device)
+    model: Any = build_model(processor.tokenizer, config.size, seed=config.seed,
+                             vocab_size=base_vocab_size(processor.tokenizer))
+    model = model.to(config.device)
     model.train()
     log = TrainLog()
 
@@ -147,8 +149,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
         pixels = processor.image_processor([render(s) for s in scenes], return_tensors="pt")["pixel_values"]
         feats = _cell_features(model, pixels.to(config.device))
         t = _cell_targets(scenes).to(config.device)
-        loss = sum(F.cross_entropy(h(feats).flatten(0, 1), t[..., i].flatten())
-                   for i, h in enumerate((heads.kind, heads.colour, heads.size)))
+        loss = cast(torch.Tensor, sum(F.cross_entropy(h(feats).flatten(0, 1), t[..., i].flatten())
+                                      for i, h in enumerate((heads.kind, heads.colour, heads.size))))
         _step(opt, loss, config.lr * _schedule(step, config.vision_steps, config.warmup))
         _record(log.vision, log.every, step, loss.item(), bar, on_step, "vision")
 
@@ -245,7 +247,8 @@ def continue_with_context(init_dir: str | Path, config: TrainConfig, out_dir: st
 
     from transformers import LlavaForConditionalGeneration
     init = Path(init_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(init, use_safetensors=True).to(config.device)
+    model: Any = LlavaForConditionalGeneration.from_pretrained(init, use_safetensors=True)
+    model = model.to(config.device)
     processor = build_processor()
     record = json.loads((init / "training.json").read_text())
     if record.get("context_loss"):

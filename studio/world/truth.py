@@ -64,7 +64,9 @@ def _judge_mention(scene: Scene, words: list[str], group: list[int], verdict: li
     kind_at = next((i for i in group if kind_of(words[i])), None)
     if kind_at is None:
         return
-    obj = scene.find(kind_of(words[kind_at]))
+    kind = kind_of(words[kind_at])
+    assert kind is not None
+    obj = scene.find(kind)
     for i in group:
         w = words[i]
         if obj is None:

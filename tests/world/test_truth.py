@@ -9,7 +9,8 @@ def words(text):
 
 
 def test_caption_hallucinated_object_and_wrong_attribute_are_marked():
-    verdict = judge_words(SCENE, "describe the image .", words("a large purple cross , a small blue heart , a small orange ring ."))
+    caption = "a large purple cross , a small blue heart , a small orange ring ."
+    verdict = judge_words(SCENE, "describe the image .", words(caption))
     marked = [w.strip() for w, v in zip(words("a large purple cross , a small blue heart , a small orange ring ."), verdict) if v]
     assert marked == ["blue", "small", "orange", "ring"]
     assert verdict[3] is False and verdict[0] is None
