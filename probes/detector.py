@@ -92,7 +92,7 @@ def object_words(run: Run, lexicon: tuple[str, ...]) -> list[tuple[int, str]]:
     names = set(lexicon)
     found = []
     for i, text in enumerate(run.answer_tokens):
-        word = text.strip().lower().lstrip("▁Ġ")
+        word = text.strip().lstrip("▁Ġ").lower()
         base = word[:-1] if word.endswith("s") and word[:-1] in names else word
         if base in names:
             found.append((i, base))

@@ -5,7 +5,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from studio.ui.app import build_app
+from studio.ui.app import build_app, status_line
 from studio.world.render import render
 from studio.world.samples import load_samples
 from studio.world.scenes import sample_scene
@@ -26,8 +26,16 @@ def test_generate_on_a_sample_scene_marks_words_against_truth(client, embedded):
     direct = embedded.generate(embedded.prepare(sample.path, "describe the image ."), max_new_tokens=40)
     words = [item["token"] for item in highlighted]
     assert "".join(words).strip() == direct.text
-    assert "wrong against ground truth" in status
     assert len(table["data"]) == len(direct.tokens)
+    wrong = sum(row[4] == "wrong" for row in table["data"])
+    assert wrong == sum(item["class_or_confidence"] == "wrong" for item in highlighted)
+    assert status == status_line(len(direct.tokens), wrong)
+
+
+def test_the_status_counts_what_is_wrong():
+    assert status_line(7, 0) == "7 tokens, none wrong against ground truth"
+    assert status_line(7, 2) == "7 tokens, **2 wrong against ground truth**"
+    assert "no ground truth" in status_line(7, None)
 
 
 @pytest.mark.parametrize("case", ["text", "truncated", "tiny", "huge"])
@@ -69,6 +77,10 @@ def test_inspect_then_follow_tokens_layers_and_patches(client, embedded):
     assert [c["token"] for c in chips] and any(c["class_or_confidence"] is None for c in chips)
     panels = client.predict(1, 1, api_name="/show_token")
     assert len(panels) == 7
+    for layer in (0, 3):
+        figures = client.predict(1, layer, api_name="/show_layer")
+        assert len(figures) == 7
+        assert f"layer {layer}:" in json.dumps(figures[1]), "the decoded grid follows the layer slider"
     _, _, label = client.predict(1, 20.0, 30.0, api_name="/show_patch")
     assert "row 3, col 2" in label
 

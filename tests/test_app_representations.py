@@ -85,3 +85,29 @@ def test_eight_concurrent_clients_with_different_settings_match_their_solo_runs(
         else:
             assert concurrent == solo and any(row.get("value") for row in solo), args[3:5]
     assert hook_count(embedded.model) == before
+
+
+def _unzip(path, folder):
+    import json
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        archive.extractall(folder)
+    (inner,) = [p for p in folder.iterdir() if p.is_dir()]
+    return inner, json.loads((inner / "request.json").read_text())
+
+
+def test_concepts_and_steer_exports_hold_the_run_the_tab_showed(client, conflict_png, tmp_path):
+    import vlm_studio as vs
+    path, prompt = conflict_png
+    plain, clamped = client.predict(handle_file(str(path)), "describe the image .", 12, 7, 30.0, "image",
+                                    api_name="/clamp")
+    folder, request = _unzip(client.predict(api_name="/export_concepts"), tmp_path / "c")
+    assert request["runs"] == [{"probe": "clamp", "params": {"feature": 7, "value": 30.0, "where": "image",
+                                                             "dictionary": ""}}]
+    result = vs.load_result(folder / request["results"][0])
+    assert (result.baseline_text, result.text) == (plain, clamped)
+    plain, steered, _ = client.predict(handle_file(str(path)), prompt, 8, 1.0, "1", api_name="/steer")
+    folder, request = _unzip(client.predict(api_name="/export_steer"), tmp_path / "s")
+    assert request["runs"] == [{"probe": "steer", "params": {"alpha": 1.0, "layers": [1], "directions": ""}}]
+    result = vs.load_result(folder / request["results"][0])
+    assert (result.baseline_text, result.text) == (plain, steered)

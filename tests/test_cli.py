@@ -103,3 +103,74 @@ def test_a_long_job_shows_progress_and_ctrl_c_stops_it_cleanly(tmp_path):
     assert last == "error: interrupted"
     assert not out.exists()
     assert not any(p.name == "meta.json" for p in cache.rglob("*")), "no activation set claims completeness"
+
+
+def test_probe_prints_shapes_and_writes_the_result(scene_png, tmp_path, capsys):
+    out = tmp_path / "full.json"
+    assert main(["probe", "drift", str(scene_png), "--max-new-tokens", "4", "--json", str(out),
+                 "--save", str(tmp_path / "drift")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("drift: cos_blank [4], cos_removed [4]"), printed
+    data = json.loads(out.read_text())
+    assert data["probe"] == "drift" and data["arrays"]["cos_blank"]["shape"] == [4]
+    import vlm_studio as vs
+    saved = vs.load_result(tmp_path / "drift")
+    assert saved.cos_blank.tolist() == pytest.approx(data["arrays"]["cos_blank"]["data"])
+
+
+def test_launch_builds_the_app_and_serves_where_asked(monkeypatch):
+    calls = {}
+
+    class Stub:
+        def queue(self):
+            return self
+
+        def launch(self, **kwargs):
+            calls.update(kwargs)
+
+    def build(session, concepts=None, steering=None):
+        calls["layers"] = session.n_layers
+        return Stub()
+    monkeypatch.setattr("studio.ui.app.build_app", build)
+    assert main(["launch", "--port", "7999", "--host", "0.0.0.0"]) == 0
+    assert calls == {"layers": 4, "server_name": "0.0.0.0", "server_port": 7999, "share": False, "inbrowser": False}
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["launch", "--port", "70000"], "from 1 to 65535"),
+    (["world", "eval", "--n", "-5"], "at least 1"),
+    (["describe", "x.png", "--max-new-tokens", "0"], "from 1 to 512"),
+    (["describe", "x.png", "--device", "tpu"], "unknown device"),
+    (["describe", "x.png", "--device", "cuda"], "no CUDA GPU"),
+    (["steer", "fit", "--steps", "0"], "at least 1"),
+])
+def test_numbers_and_devices_are_checked_where_they_enter(args, needle, capsys, scene_png):
+    args = [str(scene_png) if a == "x.png" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+def test_trust_remote_code_reaches_the_loader_only_when_asked(scene_png, monkeypatch, capsys):
+    seen = []
+
+    def config(where, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+        raise OSError("stop here")
+    monkeypatch.setattr("studio.engine.loading.AutoConfig.from_pretrained", config)
+    for extra in ([], ["--trust-remote-code"]):
+        assert main(["describe", str(scene_png), *extra]) == 2
+        assert "stop here" in capsys.readouterr().err
+    assert seen == [False, True]
+
+
+def test_world_eval_reports_consistent_counts(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["world", "eval", "--n", "3", "--splits", "neutral", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_scenes"] == 3 and set(report["splits"]) == {"neutral"}
+    split = report["splits"]["neutral"]
+    for kind, scores in split["pope"].items():
+        assert 0 <= scores["accuracy"] <= 1 and 0 <= scores["yes_ratio"] <= 1, kind
+        assert scores["n"] % 2 == 0 and scores["n"] >= 2, "POPE asks as many absent as present objects"
+    assert "neutral" in capsys.readouterr().out

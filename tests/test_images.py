@@ -46,3 +46,26 @@ def test_modes_become_rgb_without_clipping():
     out = np.asarray(load_image(img16))
     assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255 and len(np.unique(out[..., 0])) == 16
     assert load_image(np.zeros((10, 12, 3), dtype=np.uint8)).size == (12, 10)
+
+
+def test_palette_exif_and_float_images_become_the_right_rgb(tmp_path):
+    palette = Image.new("P", (16, 16), 0)
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette.putpixel((3, 3), 1)
+    palette.info["transparency"] = 0
+    out = load_image(palette)
+    assert out.mode == "RGB" and out.getpixel((0, 0)) == (255, 255, 255), "transparent index on white"
+    assert out.getpixel((3, 3)) == (0, 0, 255)
+    tall = Image.new("RGB", (20, 40), (0, 255, 0))
+    tall.paste((255, 0, 0), (0, 0, 8, 8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    tall.save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    shown = load_image(tmp_path / "rotated.jpg")
+    assert shown.size == (40, 20), "EXIF orientation applied"
+    assert shown.getpixel((36, 3))[0] > 200 and shown.getpixel((3, 3))[0] < 60, "top-left moved to top-right"
+    ramp = np.linspace(-1.5, 2.5, 16 * 16, dtype=np.float32).reshape(16, 16)
+    as_float = load_image(Image.fromarray(ramp, mode="F"))
+    values = np.asarray(as_float)[..., 0]
+    assert values.min() == 0 and values.max() == 255 and len(np.unique(values)) > 200, "rescaled, not clipped"
+    assert np.asarray(load_image(ramp[..., None]))[..., 0].tolist() == values.tolist(), "arrays rescale the same way"
