@@ -4,7 +4,7 @@ import json
 import pytest
 from PIL import Image
 
-from studio.cli.main import main
+from studio.cli import main
 from studio.world.render import render
 from studio.world.scenes import sample_scene
 
@@ -80,7 +80,7 @@ def test_a_long_job_shows_progress_and_ctrl_c_stops_it_cleanly(tmp_path):
     import sys
     import threading
     out, cache = tmp_path / "dictionary", tmp_path / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "studio.cli.main", "concepts", "train", "--scenes", "200000",
+    proc = subprocess.Popen([sys.executable, "-m", "studio.cli", "concepts", "train", "--scenes", "200000",
                              "--out", str(out), "--cache", str(cache)], stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     seen, started = bytearray(), threading.Event()

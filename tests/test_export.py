@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 import vlm_studio as vs
-from studio.cli.main import main
+from studio.cli import main
 from studio.sharing.export import CELLS
 from studio.world.samples import load_samples
 

@@ -8,7 +8,7 @@ import time
 
 from gradio_client import Client, handle_file
 
-from studio.cli.main import main
+from studio.cli import main
 from studio.world.samples import load_samples
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.cli.main import NON_NEGATIVE, POSITIVE
+from studio.cli.commands import NON_NEGATIVE, POSITIVE
 from studio.engine.errors import InputError
 
 DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from studio.cli.main import main
+from studio.cli import main
 from studio.engine.errors import InputError
 
 

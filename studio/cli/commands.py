@@ -342,7 +342,3 @@ def _close_progress_bars() -> None:
     from tqdm import tqdm
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
