@@ -85,7 +85,8 @@ from studio.engine.processors import (
     Qwen2VLImageOnlyProcessor,
 )
 
-FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm")
+FAMILIES: tuple[str, ...] = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "gemma3",
+                              "paligemma", "llava_onevision", "mistral3", "internvl", "qwen3_vl")
 
 TEXT_HIDDEN, TEXT_MLP, TEXT_LAYERS, TEXT_HEADS = 64, 128, 2, 4
 VISION_HIDDEN, VISION_MLP, VISION_LAYERS, VISION_HEADS = 32, 64, 2, 2
@@ -362,6 +363,19 @@ def smolvlm() -> tuple[PretrainedConfig, type[PreTrainedModel], ProcessorMixin]:
     return config, SmolVLMForConditionalGeneration, processor
 
 
+def _more_builders() -> dict:
+    """Builders of the families that live one module each in this package (imported late: they use
+    the helpers above)."""
+    from tiny_models.gemma3 import gemma3
+    from tiny_models.internvl import internvl
+    from tiny_models.llava_onevision import llava_onevision
+    from tiny_models.mistral3 import mistral3
+    from tiny_models.paligemma import paligemma
+    from tiny_models.qwen3_vl import qwen3_vl
+    return {"gemma3": gemma3, "paligemma": paligemma, "llava_onevision": llava_onevision, "mistral3": mistral3,
+            "internvl": internvl, "qwen3_vl": qwen3_vl}
+
+
 BUILDERS: dict[str, Callable[[], tuple[PretrainedConfig, type[PreTrainedModel], ProcessorMixin]]] = {
     "llava": llava, "llava_next": llava_next, "qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl,
     "idefics3": idefics3, "smolvlm": smolvlm,
@@ -373,9 +387,10 @@ def build_tiny(family: str, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMi
 
     The seed fixes the initial weights, so two builds with the same seed are identical.
     """
-    if family not in BUILDERS:
+    builders = {**BUILDERS, **_more_builders()}
+    if family not in builders:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
-    config, model_class, processor = BUILDERS[family]()
+    config, model_class, processor = builders[family]()
     torch.manual_seed(seed)
     model = model_class(config).to(torch.float32).eval()
     tokenizer = processor.tokenizer

@@ -10,12 +10,20 @@ from studio.adapters.base import (
     PatchGrid,
     TokenMap,
 )
+from studio.adapters.gemma3 import Gemma3Adapter
 from studio.adapters.idefics3 import Idefics3Adapter
+from studio.adapters.internvl import InternVLAdapter
 from studio.adapters.llava import LlavaAdapter
 from studio.adapters.llava_next import LlavaNextAdapter
+from studio.adapters.llava_onevision import LlavaOnevisionAdapter
+from studio.adapters.mistral3 import Mistral3Adapter
+from studio.adapters.paligemma import PaliGemmaAdapter
 from studio.adapters.qwen2_vl import Qwen2VLAdapter
+from studio.adapters.qwen3_vl import Qwen3VLAdapter
 
-ADAPTERS: tuple[type[Adapter], ...] = (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, Idefics3Adapter)
+ADAPTERS: tuple[type[Adapter], ...] = (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, Idefics3Adapter, Gemma3Adapter,
+                                       PaliGemmaAdapter, LlavaOnevisionAdapter, Mistral3Adapter, InternVLAdapter,
+                                       Qwen3VLAdapter)
 
 
 def supported_model_types() -> list[str]:
