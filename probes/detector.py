@@ -21,6 +21,7 @@ Grounding: the best-matching patch, and a box around the patches whose similarit
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,16 +88,40 @@ class DetectorResult(LayoutResult):
     probe = "detector"
 
 
+WORD = re.compile(r"[a-z]+")
+
+
 def object_words(run: Run, lexicon: tuple[str, ...]) -> list[tuple[int, str]]:
-    """(answer index, word) for generated tokens that name an object in ``lexicon`` (plurals too)."""
-    names = set(lexicon)
-    found = []
-    for i, text in enumerate(run.answer_tokens):
-        word = text.strip().lstrip("▁Ġ").lower()
-        base = word[:-1] if word.endswith("s") and word[:-1] in names else word
-        if base in names:
-            found.append((i, base))
+    """(answer index, object) for each mention of an object of ``lexicon`` in the answer, matched
+    on whole words however the tokenizer split them ("gir" + "affe" is "giraffe"), plurals
+    ("rings", "benches") and two-word names ("fire hydrant") included. The index is that of the
+    mention's first sub-token: the token whose lens probability and state the scores read."""
+    text, owner = "", []
+    for i, token in enumerate(run.answer_tokens):
+        piece = token.replace("Ġ", " ").replace("▁", " ").lower()
+        text += piece
+        owner += [i] * len(piece)
+    words = [(m.start(), m.group()) for m in WORD.finditer(text)]
+    names = {name.lower() for name in lexicon}
+    found, skip = [], 0
+    for k, (start, word) in enumerate(words):
+        if k < skip:
+            continue
+        pair = f"{word} {words[k + 1][1]}" if k + 1 < len(words) else ""
+        if _singular(pair, names):
+            found.append((owner[start], _singular(pair, names)))
+            skip = k + 2
+        elif _singular(word, names):
+            found.append((owner[start], _singular(word, names)))
     return found
+
+
+def _singular(word: str, names: set[str]) -> str:
+    """The lexicon entry ``word`` names (itself, or its singular: -s, -es), else ""."""
+    for stem in (word, word[:-1] if word.endswith("s") else "", word[:-2] if word.endswith("es") else ""):
+        if stem and stem in names:
+            return stem
+    return ""
 
 
 def _layer(value: int | None, n_layers: int, name: str) -> int:
@@ -124,8 +149,11 @@ def _cell(tmap, position: int) -> tuple[int, int]:
 
 
 def grounding_box(run: Run, sims: torch.Tensor, images: list[int], margin: float) -> tuple[int, list[float]]:
-    """The best image position and the box around main-grid patches within ``margin`` of it."""
+    """The best image position and the box around main-grid patches within ``margin`` of it (NaN
+    when the family's patch geometry is unknown)."""
     tmap = run.token_map
+    if tmap.main_grid is None:
+        return images[int(sims.argmax())], [float("nan")] * 4
     main = tmap.main_grid
     on_main = [k for k, pos in enumerate(images) if tmap.image[pos].grid == main and tmap.image[pos].row is not None]
     pool = on_main or list(range(len(images)))
@@ -146,7 +174,8 @@ class Detector(Probe):
 
     def run(self, session, request: ProbeRequest, params: DetectorParams) -> DetectorResult:
         run = self.cached_run(session, request)
-        images = [p for p in run.token_map.image_positions if run.token_map.image[p].row is not None]
+        images = [p for p in run.token_map.image_positions if run.token_map.image[p].row is not None] \
+            or run.token_map.image_positions  # token level when the family's patch geometry is unknown
         n_layers = run.hidden.shape[0]
         text_layer = _layer(params.text_layer, n_layers, "text_layer")
         image_layer = _layer(params.image_layer, n_layers, "image_layer")

@@ -22,7 +22,8 @@ BLANK_GREY = (124, 116, 104)
 @dataclass
 class DriftResult(ProbeResult):
     """``cos_blank`` [L] and ``cos_removed`` [L] float32: per-layer cosine of the last prompt
-    state with the image against the blanked-image and text-only runs."""
+    state with the image against the blanked-image and text-only runs (NaN where the model
+    cannot run without an image)."""
 
     prompt: str
     cos_blank: np.ndarray
@@ -46,7 +47,9 @@ class Drift(Probe):
         with_image = run.hidden[:, run.prepared.length - 1].float()
         blank = Image.new("RGB", run.prepared.image.size, BLANK_GREY)
         cos = torch.nn.functional.cosine_similarity
+        removed = torch.full_like(with_image[:, 0], float("nan")) if session.requires_image else \
+            cos(with_image, _last_states(session, None, request.prompt), dim=-1)
         return DriftResult(
             prompt=run.prepared.prompt,
             cos_blank=cos(with_image, _last_states(session, blank, request.prompt), dim=-1).numpy().astype(np.float32),
-            cos_removed=cos(with_image, _last_states(session, None, request.prompt), dim=-1).numpy().astype(np.float32))
+            cos_removed=removed.numpy().astype(np.float32))

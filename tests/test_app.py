@@ -146,3 +146,39 @@ def test_every_registered_probe_runs_from_the_app(client):
         assert json.loads(open(result_file).read())["probe"] == name
     with pytest.raises(Exception, match="JSON object"):
         client.predict(handle_file(str(path)), "describe the image .", 12, "drift", "[1, 2]", api_name="/run_probe")
+
+
+def test_the_model_box_opens_another_model_and_a_bad_one_leaves_the_old_serving(embedded, serve, tmp_path):
+    from tiny_models import sample_image, save_tiny
+    client = serve(build_app(embedded))
+    sample = load_samples()[0]
+    before = generate(client, sample.path, "describe the image .")
+    with pytest.raises(Exception, match="no model folder|not a Hugging Face"):
+        client.predict(str(tmp_path / "nothing"), False, api_name="/open_model")
+    assert generate(client, sample.path, "describe the image .") == before, "the old model keeps serving"
+    save_tiny("qwen2_vl", tmp_path / "qwen")
+    opened = client.predict(str(tmp_path / "qwen"), False, api_name="/open_model")
+    assert "qwen2_vl" in opened[0] and "Opened" in opened[1]
+    photo = tmp_path / "photo.png"
+    sample_image(48, 32).save(photo)
+    highlighted, table, status = generate(client, photo, "what is this ?")
+    assert len(table["data"]) >= 1 and "no ground truth" in status
+    with pytest.raises(Exception, match="another model|this model needs|residual stream is|No concept"):
+        client.predict(handle_file(str(photo)), "what is this ?", 3, 1, 5.0, "image", api_name="/clamp")
+    opened = client.predict("embedded", False, api_name="/open_model")
+    assert "llava" in opened[0]
+    assert generate(client, sample.path, "describe the image .") == before
+
+
+def test_the_embedded_model_says_when_an_image_is_not_a_world_scene(client, tmp_path):
+    from tiny_models import sample_image
+    photo = tmp_path / "photo.png"
+    sample_image(120, 80).save(photo)
+    _, note = client.predict(handle_file(str(photo)), api_name="/load_image")
+    assert "not a scene of the world" in note
+    world = tmp_path / "world.png"
+    render(sample_scene(123, "neutral")).save(world)
+    _, note = client.predict(handle_file(str(world)), api_name="/load_image")
+    assert "not a scene" not in note, "a world scene outside the samples is still a world scene"
+    _, _, status = generate(client, photo, "describe the image .")
+    assert "not a scene of the world" in status

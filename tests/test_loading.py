@@ -49,3 +49,14 @@ def test_embedded_model_loads_by_default(embedded):
     assert embedded.model.config._attn_implementation == "sdpa"
     eager = ModelSession.load("embedded", attn_implementation="eager")
     assert eager.model.config._attn_implementation == "eager"
+
+
+def test_a_processor_that_needs_a_missing_library_is_one_clear_message(tmp_path, monkeypatch):
+    from tiny_models import save_tiny
+    save_tiny("llava", tmp_path)
+
+    def needs_torchvision(*args, **kwargs):
+        raise ImportError("LlavaProcessor requires the Torchvision library but it was not found")
+    monkeypatch.setattr("studio.engine.processors.AutoProcessor.from_pretrained", needs_torchvision)
+    with pytest.raises(ModelLoadError, match="not installed here .*Torchvision"):
+        load_model(str(tmp_path), device="cpu")

@@ -156,11 +156,13 @@ def chat_template(fmt: ChatFormat) -> str:
     )
 
 
-def build_tokenizer(spec: TokenSpec, template: str) -> PreTrainedTokenizerFast:
+def build_tokenizer(spec: TokenSpec, template: str, image_attribute: bool = True) -> PreTrainedTokenizerFast:
     """A lower-casing word-level tokenizer over ``WORDS`` and the family's special tokens.
 
     Special tokens are matched before normalisation and splitting, so placeholders such as
-    ``<row_1_col_2>`` stay one token; any other unknown word becomes ``spec.unk``.
+    ``<row_1_col_2>`` stay one token; any other unknown word becomes ``spec.unk``. The image
+    token is also the tokenizer's ``image_token`` attribute unless ``image_attribute`` is False
+    (processors such as InstructBLIP's add their own).
     """
     specials = list(dict.fromkeys((spec.pad, spec.unk, spec.bos, spec.eos, spec.image, *spec.extras)))
     vocab = {token: i for i, token in enumerate(specials + list(WORDS))}
@@ -174,8 +176,8 @@ def build_tokenizer(spec: TokenSpec, template: str) -> PreTrainedTokenizerFast:
     tok.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=spec.bos, eos_token=spec.eos, unk_token=spec.unk, pad_token=spec.pad,
-        extra_special_tokens={"image_token": spec.image}, padding_side="left", model_max_length=MAX_POSITIONS,
-        chat_template=template)
+        extra_special_tokens={"image_token": spec.image} if image_attribute else {}, padding_side="left",
+        model_max_length=MAX_POSITIONS, chat_template=template or None)
 
 
 def token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:

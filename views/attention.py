@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from views.common import grid_figure, main_grid_values
+from views.common import grid_figure, main_grid_values, needs_grid
 
 
 def _token(result, answer_index: int) -> str:
     return result.tokens[result.answer_positions[answer_index]].strip()
 
 
+@needs_grid
 def patch_attention(result, answer_index: int, layer: int, head: int | None, image: np.ndarray | None) -> go.Figure:
     """Attention from the position predicting a generated token to each patch (mean of heads if None)."""
     weights = result.to_image[layer, :, answer_index]
@@ -22,6 +23,7 @@ def patch_attention(result, answer_index: int, layer: int, head: int | None, ima
                        colorbar="weight")
 
 
+@needs_grid
 def rollout(result, answer_index: int, image: np.ndarray | None) -> go.Figure:
     values = main_grid_values(result.patch, result.grids, result.main_grid, result.image_positions,
                               result.rollout[answer_index])

@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from views.common import DIVERGING, grid_figure, main_grid_values
+from views.common import DIVERGING, grid_figure, main_grid_values, needs_grid
 
 TITLES = {"occlusion": "occlusion: drop in log p when a patch is ablated",
           "ig_pixels": "integrated gradients on pixels (sum per patch)"}
 
 
+@needs_grid
 def patch_scores(result, which: str, image: np.ndarray | None) -> go.Figure:
     values = getattr(result, which)
     grid_values = main_grid_values(result.patch, result.grids, result.main_grid, result.image_positions, values)

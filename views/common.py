@@ -5,9 +5,13 @@ they import no torch and no model code.
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 import plotly.graph_objects as go
 
+UNKNOWN_GEOMETRY = "patch geometry unknown for this family"
 SEQUENTIAL = "Viridis"
 DIVERGING = "RdBu"
 
@@ -18,6 +22,18 @@ def position_labels(tokens: list[str], patch: list) -> list[str]:
     for i, (tok, p) in enumerate(zip(tokens, patch)):
         labels.append(f"{i}:img {p[1]},{p[2]}" if p else f"{i}:{tok.strip() or '␣'}")
     return labels
+
+
+def needs_grid(view: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+    """A view of patches over the image: for a result without an image grid (a family the studio
+    maps at token level only), a figure that says so instead of failing."""
+    @functools.wraps(view)
+    def drawn(result, *args, **kwargs) -> go.Figure:
+        if result.main_grid is None:
+            return go.Figure(layout={"title": f"{view.__name__.replace('_', ' ')}: {UNKNOWN_GEOMETRY}",
+                                     "height": 240, "xaxis": {"visible": False}, "yaxis": {"visible": False}})
+        return view(result, *args, **kwargs)
+    return drawn
 
 
 def main_grid_values(patch: list, grids: list, main_grid: int | None, positions: list[int],

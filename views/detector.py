@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from views.common import add_box, image_figure
+from views.common import add_box, image_figure, needs_grid
 
 
 def rows(result) -> list[list]:
@@ -14,6 +14,7 @@ def rows(result) -> list[list]:
                                      result.contextual_similarity, result.boxes)]
 
 
+@needs_grid
 def boxes(result, image: np.ndarray, selected: int | None = None) -> go.Figure:
     """The image with each object word's grounding box, labelled with its two scores."""
     fig = image_figure(image, "grounding: best-matching patches per object word")

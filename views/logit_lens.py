@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from views.common import grid_figure, main_grid_values, position_labels
+from views.common import grid_figure, main_grid_values, needs_grid, position_labels
 
 
 def _word(result, token_id: int) -> str:
@@ -25,6 +25,7 @@ def heatmap(result, token_id: int) -> go.Figure:
     return fig
 
 
+@needs_grid
 def patch_grid(result, layer: int, token_id: int, image: np.ndarray | None) -> go.Figure:
     """The main patch grid decoded at ``layer``: each patch's top word, coloured by p(token)."""
     grid = result.grids[result.main_grid]

@@ -14,6 +14,9 @@ from torch import nn
 
 from studio.engine.errors import StudioError
 
+IMAGE_TOKEN_NAMES = ("image_token_id", "image_token_index")
+WHOLE_IMAGE_GRIDS = ("image", "tiles", "base", "global")  # grid names that cover the whole image
+
 
 class AdapterError(StudioError, ValueError):
     """A model or its inputs do not look the way the family adapter expects."""
@@ -93,7 +96,7 @@ class TokenMap:
         if not self.grids:
             return None
         return max(range(len(self.grids)), key=lambda g: self.grids[g].rows * self.grids[g].cols
-                   if self.grids[g].name in ("image", "tiles", "base") else -1)
+                   if self.grids[g].name in WHOLE_IMAGE_GRIDS else -1)
 
     def require_main_grid(self) -> int:
         """The main grid's index, or an AdapterError when the prompt has no patch geometry."""
@@ -129,6 +132,7 @@ class Adapter:
 
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
+    answer_token_type: ClassVar[int] = 0  # token_type_ids of generated tokens (PaliGemma's suffix: 1)
 
     def __init__(self, model: nn.Module, processor=None) -> None:
         self.model: Any = model  # a *ForConditionalGeneration; its layout varies by family
@@ -163,7 +167,7 @@ class Adapter:
 
     def image_token_id(self) -> int:
         config = self.model.config
-        for name in ("image_token_id", "image_token_index"):
+        for name in IMAGE_TOKEN_NAMES:
             value = getattr(config, name, None)
             if value is not None:
                 return int(value)

@@ -1,7 +1,9 @@
 """LLaVA-1.5 (and the embedded world model): one square grid of patch tokens, row-major.
 
 The CLIP processor resizes the shortest edge and centre-crops, so the grid covers the
-central crop of a non-square image; the grid's box says which part.
+central crop of a non-square image; the grid's box says which part. LLaVA checkpoints with a
+Pixtral tower (Pixtral-12B) follow the Pixtral arithmetic of ``studio.adapters.mistral3``
+instead, with one token per patch (no spatial merge).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from studio.adapters.base import (
     PatchGrid,
     row_major,
 )
+from studio.adapters.mistral3 import pixtral_layout, pixtral_token_groups
 
 
 class LlavaAdapter(Adapter):
@@ -25,6 +28,8 @@ class LlavaAdapter(Adapter):
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,
                      image_size: tuple[int, int]) -> tuple[list[PatchGrid], dict[int, ImagePlacement]]:
         positions = self.image_positions(input_ids)
+        if self._pixtral():
+            return pixtral_layout(positions, inputs, image_size, self.model.config.vision_config.patch_size)
         side = math.isqrt(len(positions))
         if side * side != len(positions):
             raise AdapterError(f"LLaVA expects a square number of image tokens, found {len(positions)}")
@@ -43,7 +48,12 @@ class LlavaAdapter(Adapter):
         cw, ch = min(w, crop["width"] / scale), min(h, crop["height"] / scale)
         return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
 
+    def _pixtral(self) -> bool:
+        return self.model.config.vision_config.model_type == "pixtral"
+
     def pixel_token_groups(self, inputs: dict) -> torch.Tensor:
+        if self._pixtral():
+            return pixtral_token_groups(inputs, self.model.config.vision_config.patch_size)
         _, _, height, width = inputs["pixel_values"].shape
         patch = self.model.config.vision_config.patch_size
         ys = torch.arange(height) // patch

@@ -61,7 +61,8 @@ def _session(args):
 
 def cmd_launch(args) -> int:
     from studio.ui.app import build_app
-    app = build_app(_session(args), concepts=args.concepts, steering=args.steering)
+    app = build_app(_session(args), concepts=args.concepts, steering=args.steering, device=args.device,
+                    dtype=args.dtype)
     app.queue().launch(server_name=args.host, server_port=args.port, share=False, inbrowser=False)
     return 0
 

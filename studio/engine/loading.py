@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
-from studio.adapters import supported_model_types
+from studio.adapters import AdapterError, check_supported
 from studio.engine.assets import asset
 from studio.engine.errors import ModelLoadError
 from studio.engine.processors import load_processor
@@ -128,15 +128,22 @@ def load_model(source: str | None = None, device: str = "auto", dtype: str = "au
         config = AutoConfig.from_pretrained(where, **common)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
-    if config.model_type not in supported_model_types():
-        raise ModelLoadError(f"'{source}' is a {config.model_type!r} model; the studio has adapters for "
-                             f"{', '.join(supported_model_types())}")
     try:
-        model: Any = AutoModelForImageTextToText.from_pretrained(
-            where, dtype=torch_dtype, use_safetensors=True, attn_implementation=attn_implementation, **common)
+        check_supported(config)
+    except AdapterError as err:
+        raise ModelLoadError(f"cannot open '{source}': {err}") from None
+    try:
+        model: Any = AutoModelForImageTextToText.from_pretrained(  # "sdpa": the library's default, eager where
+            where, dtype=torch_dtype, use_safetensors=True,  # a sub-model has no sdpa (PaliGemma 2's Gemma 2)
+            attn_implementation=None if attn_implementation == "sdpa" else attn_implementation, **common)
         processor = load_processor(where, **common)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
+    except ImportError as err:
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"'{source}' needs a library that is not installed here ({first}); the studio "
+                             "loads image-only processors for Qwen-VL, InternVL, LLaVA-OneVision and Pixtral "
+                             "without torchvision, but not for this one") from None
     except torch.OutOfMemoryError:
         raise ModelLoadError(f"'{source}' does not fit in {device} memory; try --dtype bf16 or --device cpu") from None
     return LoadedModel(model=model.to(device).eval(), processor=processor, source=source or EMBEDDED, device=device,

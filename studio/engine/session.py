@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -117,12 +118,14 @@ class ModelSession:
 
     def prepare(self, image: ImageLike | None, prompt: str) -> Prepared:
         """Inputs for ``prompt`` about ``image`` (None for a text-only prompt), via the chat template."""
-        prompt = check_prompt(prompt)
+        prompt = self.check_prompt(prompt)
+        if image is None and self.requires_image:
+            raise InputError(f"this model ({self.adapter.family}) answers only with an image: give one")
         picture = load_image(image) if image is not None else None
         content = ([{"type": "image"}] if picture is not None else []) + [{"type": "text", "text": prompt}]
         text = self._chat_text(content, prompt, picture is not None)
         kwargs = {"images": [picture]} if picture is not None else {}
-        inputs = self.processor(text=[text], return_tensors="pt", **kwargs)
+        inputs = self._process([picture] if picture is not None else [], text=[text], return_tensors="pt", **kwargs)
         inputs = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
@@ -132,12 +135,74 @@ class ModelSession:
             raise InputError(f"the prompt and image take {len(token_map)} tokens; this model reads at most {limit}")
         return Prepared(inputs=inputs, token_map=token_map, image=picture, prompt=prompt)
 
+    def check_prompt(self, prompt: str) -> str:
+        """:func:`check_prompt`, and a refusal when the prompt types one of this model's special
+        tokens (``<image>``, ``<|image_pad|>``, ``[IMG]`` ...): typed, they would become image slots
+        or turn markers the processor did not place."""
+        prompt = check_prompt(prompt)
+        found = [t for t in self.special_tokens if t in prompt]
+        if found:
+            raise InputError(f"the prompt contains the special token {found[0]!r} of this model; the studio places "
+                             "image and turn tokens itself: remove it from the prompt")
+        return prompt
+
+    @functools.cached_property
+    def requires_image(self) -> bool:
+        """Whether the model cannot answer without pixels: its forward needs them (InstructBLIP)
+        or its processor refuses a text without an image (PaliGemma)."""
+        parameter = inspect.signature(self.model.forward).parameters.get("pixel_values")
+        if parameter is not None and parameter.default is inspect.Parameter.empty:
+            return True
+        try:
+            self.processor(text=["a"], return_tensors="pt")
+        except (ValueError, TypeError):
+            return True
+        return False
+
+    @functools.cached_property
+    def special_tokens(self) -> tuple[str, ...]:
+        """Every special or added token string of the tokenizer and processor (longest first)."""
+        tokens = set(getattr(self.tokenizer, "all_special_tokens", []))
+        tokens |= {str(t) for t in getattr(self.tokenizer, "added_tokens_decoder", {}).values()}
+        tokens |= {v for k, v in vars(self.processor).items() if k.endswith("_token") and isinstance(v, str)}
+        return tuple(sorted((t for t in tokens if len(t.strip()) > 1), key=len, reverse=True))
+
+    def _process(self, pictures: list, **kwargs) -> Any:
+        """The processor's output, with its refusals of an image it cannot lay out (extreme aspect
+        ratios, sizes its resize rules reject) turned into one clear InputError."""
+        text = kwargs.get("text") or []
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and text and all(t.startswith(bos) for t in text):
+            kwargs["add_special_tokens"] = False  # the chat template wrote the one <bos>
+        try:
+            out = self.processor(**kwargs)
+        except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
+            sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in pictures) or "no"
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise InputError(f"this model's processor cannot prepare the prompt with {sizes} image(s): {first}") from None
+        out.pop("labels", None)  # PaliGemma's processor adds training labels; the studio never trains on them
+        return out
+
     def _chat_text(self, content: list, prompt: str, has_image: bool) -> str:
+        """The model's chat template around the prompt; without one, the prompt as it is for
+        processors that place image tokens themselves (PaliGemma, InstructBLIP), else after the
+        image token."""
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(
                 [{"role": "user", "content": content}], add_generation_prompt=True)
+        if not has_image or self._processor_places_images:
+            return prompt
         image_token = getattr(self.processor, "image_token", "<image>")
-        return f"{image_token}\n{prompt}" if has_image else prompt
+        return f"{image_token}\n{prompt}"
+
+    @functools.cached_property
+    def _processor_places_images(self) -> bool:
+        """Whether the processor itself puts image tokens into a text that has none."""
+        try:
+            ids = self.processor(text=["a"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")["input_ids"]
+        except (ValueError, RuntimeError, KeyError, TypeError):
+            return False
+        return bool((ids == self._image_token_id()).any())
 
     def _max_positions(self) -> int | None:
         text_config = getattr(self.model.config, "text_config", self.model.config)
@@ -182,19 +247,22 @@ class ModelSession:
     @contextmanager
     def attention_implementation(self, name: str | None, text_only: bool = False) -> Iterator[None]:
         """Within the block, holding the session lock, attention runs ``name`` (e.g. "eager", so
-        its weights exist), in the whole model or only its language model; the previous
-        implementation is restored after, even on error. None changes nothing."""
-        config = self.model.config.text_config if text_only else self.model.config
+        its weights exist), in the whole model or only its language model; each sub-model's own
+        previous implementation is restored after, even on error. None changes nothing."""
+        config = self.model.config
         with self.lock:
-            previous = config._attn_implementation
-            change = name is not None and previous != name
+            previous = {"text_config": config.text_config._attn_implementation} if text_only else {
+                "": config._attn_implementation,
+                **{k: getattr(config, k)._attn_implementation for k in getattr(config, "sub_configs", {})
+                   if getattr(config, k, None) is not None}}
+            change = name is not None and any(v != name for v in previous.values())
             if change:
                 self.model.set_attn_implementation({"text_config": name} if text_only else name)
             try:
                 yield
             finally:
                 if change:
-                    self.model.set_attn_implementation({"text_config": previous} if text_only else previous)
+                    self.model.set_attn_implementation(previous)
 
     def forward(self, prepared: Prepared, capture: bool = False, extra_ids: list[int] | None = None,
                 interventions: Sequence[Intervention] = ()) -> ForwardResult:
@@ -209,6 +277,8 @@ class ModelSession:
         return ForwardResult(logits=logits, hidden=hidden)
 
     def extend_inputs(self, inputs: dict, extra_ids: list[int] | None) -> dict:
+        """``inputs`` with ``extra_ids`` (e.g. a generated answer) appended as the model's own
+        generation would see them: attended, text, and of the family's answer token type."""
         if not extra_ids:
             return inputs
         extra = torch.tensor([extra_ids], dtype=inputs["input_ids"].dtype, device=self.device)
@@ -216,9 +286,11 @@ class ModelSession:
         out["input_ids"] = torch.cat([inputs["input_ids"], extra], dim=1)
         if "attention_mask" in inputs:
             out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], dim=1)
-        for key in ("mm_token_type_ids", "token_type_ids"):
-            if key in inputs:
-                out[key] = torch.cat([inputs[key], torch.zeros_like(extra)], dim=1)
+        if "mm_token_type_ids" in inputs:
+            out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], dim=1)
+        if "token_type_ids" in inputs:
+            answer_type = torch.full_like(extra, self.adapter.answer_token_type)
+            out["token_type_ids"] = torch.cat([inputs["token_type_ids"], answer_type], dim=1)
         return out
 
     def generate(self, prepared: Prepared, max_new_tokens: int = 64, strategy: DecodingStrategy | None = None,
@@ -243,10 +315,11 @@ class ModelSession:
 
     def batch_inputs(self, images: list[ImageLike], prompts: list[str]) -> dict:
         """Model inputs for many (image, prompt) pairs, left-padded into one batch."""
-        texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": check_prompt(p)}], p, True)
+        texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": self.check_prompt(p)}], p, True)
                  for p in prompts]
-        inputs = self.processor(images=[load_image(i) for i in images], text=texts, return_tensors="pt",
-                                padding=True, padding_side="left").to(self.device)
+        pictures = [load_image(i) for i in images]
+        inputs = self._process(pictures, images=[[p] for p in pictures], text=texts, return_tensors="pt",
+                               padding=True, padding_side="left").to(self.device)
         if inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return dict(inputs)

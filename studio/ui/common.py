@@ -15,6 +15,50 @@ from gradio.components import Component
 from studio.engine.errors import InputError, StudioError
 
 
+class Serving:
+    """The model session the app serves. Opening another model replaces it whole, so every
+    handler reads it at call time (:func:`serving`) and a failed load leaves the old one serving.
+
+    ``options`` are the loading options the app was launched with (device, dtype), reused when
+    another model is opened; ``resets`` map components to their value for a new session (each
+    tab registers what must not survive a change of model).
+    """
+
+    def __init__(self, session, **options) -> None:
+        self.session = session
+        self.options = options
+        self.resets: dict[Component, Callable] = {}
+
+    def clear(self, *components: Component) -> None:
+        """Empty these components when another model is opened."""
+        self.resets |= {component: _nothing for component in components}
+
+
+def _nothing(session) -> None:
+    return None
+
+
+def serving(current: Serving, handler: Callable, *bound) -> Callable:
+    """``handler(session, *bound, *args)`` as a Gradio handler of ``*args``, with the session that
+    is current when the event fires. The signature Gradio reads is the handler's without its
+    leading (session, *bound) parameters, so gr.Progress and event-data parameters still work."""
+    skip = 1 + len(bound)
+    if inspect.isgeneratorfunction(handler):
+        def steps(*args, **kwargs):
+            yield from handler(current.session, *bound, *args, **kwargs)
+        wrapper: Callable = steps
+    else:
+        def call(*args, **kwargs):
+            return handler(current.session, *bound, *args, **kwargs)
+        wrapper = call
+    functools.update_wrapper(wrapper, handler)
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    signature = inspect.signature(handler)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[skip:])
+    return wrapper
+
+
 def user_errors(handler):
     """Show StudioErrors as a gr.Error message instead of a crash (generator handlers too)."""
     if inspect.isgeneratorfunction(handler):
@@ -94,10 +138,11 @@ def export_download(session, tab: str, spec: ExportSpec | None) -> str:
                   results=spec.results)
 
 
-def export_controls(session, tab: str, spec: gr.State) -> None:
+def export_controls(current: Serving, tab: str, spec: gr.State) -> None:
     """An export button and its download file, wired to :func:`export_download` (api ``export_<tab>``);
-    ``spec`` holds an :class:`ExportSpec` or an object with a ``spec`` attribute."""
+    ``spec`` holds an :class:`ExportSpec` or an object with a ``spec`` attribute (reset with the model)."""
     with gr.Row():
         button = gr.Button(f"Export this {tab} run as a notebook", size="sm", elem_id=f"export-{tab}")
         file = gr.File(label="notebook bundle (.zip)", height=70, elem_id=f"export-{tab}-file")
-    button.click(functools.partial(export_download, session, tab), spec, file, api_name=f"export_{tab}")
+    button.click(serving(current, export_download, tab), spec, file, api_name=f"export_{tab}")
+    current.clear(spec, file)

@@ -2,7 +2,6 @@
 (top patches, words, heat map on the current image) and clamping a feature during generation."""
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from studio.engine.assets import asset
 from studio.engine.errors import InputError, StudioError
 from studio.engine.session import ModelSession
 from studio.ui.clickable_plot import clickable_plot, clicked_point
-from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
+from studio.ui.common import ExportSpec, Serving, export_controls, keyed, serving, user_errors
 from views.common import grid_figure
 from views.concepts import crops_figure, feature_map, top_features_table, words_figure
 
@@ -52,18 +51,29 @@ def quality_text(dictionary: Dictionary) -> str:
             f"AUROC ≥ 0.9: {q['pure_share']:.0%}")
 
 
-def _dictionary(dictionary: Dictionary | None) -> Dictionary:
+def _dictionary(session: ModelSession, folder: str | Path | None) -> Dictionary:
+    dictionary, problem = load_dictionary(session, folder)
     if dictionary is None:
-        raise InputError("no concept dictionary is loaded for this model")
+        raise InputError(problem)
     return dictionary
 
 
+def overview(session: ModelSession, folder: str | Path | None) -> dict:
+    """The tab's header and feature map for this session's dictionary (or why there is none)."""
+    dictionary, problem = load_dictionary(session, folder)
+    if dictionary is None:
+        return {"about": problem, "map": None}
+    umap = dictionary.info.get("umap")
+    return {"about": quality_text(dictionary),
+            "map": feature_map(umap, dictionary.info.get("features", [])).to_json() if umap else None}
+
+
 @user_errors
-def show_feature(session: ModelSession, dictionary: Dictionary | None, image_path: str | None, prompt: str,
+def show_feature(session: ModelSession, folder: str | None, image_path: str | None, prompt: str,
                  feature: float) -> dict:
     """A feature's grounding: top held-out patches, top words, heat map on the current image, and the
     map (plotly JSON) with the feature marked."""
-    d = _dictionary(dictionary)
+    d = _dictionary(session, folder)
     f = d.check_feature(int(feature))
     info = d.info.get("features", [])
     label = f"{info[f]['attribute']}={info[f]['value']} (AUROC {info[f]['auroc']:.2f})" if info else ""
@@ -83,10 +93,10 @@ def show_feature(session: ModelSession, dictionary: Dictionary | None, image_pat
 
 
 @user_errors
-def image_features(session: ModelSession, dictionary: Dictionary | None, image_path: str | None,
+def image_features(session: ModelSession, folder: str | None, image_path: str | None,
                    prompt: str) -> list[list]:
     """The features most active on the current image's patches."""
-    d = _dictionary(dictionary)
+    d = _dictionary(session, folder)
     if image_path is None:
         raise InputError("pick a sample or upload an image first")
     prepared = session.prepare(image_path, prompt)
@@ -95,14 +105,15 @@ def image_features(session: ModelSession, dictionary: Dictionary | None, image_p
 
 
 @user_errors
-def clamp(session: ModelSession, dictionary: Dictionary | None, folder: str, image_path: str | None, prompt: str,
+def clamp(session: ModelSession, folder: str | None, image_path: str | None, prompt: str,
           max_new_tokens: float, feature: float, value: float, where: str) -> dict:
     """The answer as it is and with the feature clamped (at the image positions or everywhere),
     and what to export (a ``clamp`` run)."""
-    _dictionary(dictionary)
+    _dictionary(session, folder)
     if image_path is None:
         raise InputError("pick a sample or upload an image first")
-    params = {"feature": int(feature), "value": float(value), "where": where, "dictionary": folder}
+    params = {"feature": int(feature), "value": float(value), "where": where,
+              "dictionary": fit_reference(folder or DEFAULT_DICTIONARY, "concepts")}
     result: Any = run_probe(session, "clamp", ProbeRequest(image_path, prompt, int(max_new_tokens)), **params)
     spec = ExportSpec(image_path, prompt, int(max_new_tokens), [{"probe": "clamp", "params": params}], [result])
     return {"plain": result.baseline_text, "clamped": result.text, "spec": spec}
@@ -112,20 +123,17 @@ def pick_feature(rows, evt: gr.SelectData) -> int:
     return int(rows.iloc[evt.index[0], 0]) if hasattr(rows, "iloc") else int(rows[evt.index[0]][0])
 
 
-def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
+def build_concepts_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider,
                        folder: str | Path | None = None) -> None:
-    """Lay out the Concepts tab inside the current Blocks context and wire its events."""
-    dictionary, problem = load_dictionary(session, folder)
-    if dictionary is None:
-        gr.Markdown(problem)
-        return
-    gr.Markdown(quality_text(dictionary))
+    """Lay out the Concepts tab inside the current Blocks context and wire its events; the
+    dictionary is the current session's (the tab says so when the model has none)."""
+    source = str(folder) if folder else None
+    start = overview(current.session, source)
+    about = gr.Markdown(start["about"], elem_id="concepts-about")
     with gr.Row():
-        the_map = clickable_plot(feature_map(dictionary.info["umap"], dictionary.info.get("features", [])).to_json()
-                                 if "umap" in dictionary.info else None, "feature map: click a point", "concepts-map")
+        the_map = clickable_plot(start["map"], "feature map: click a point", "concepts-map")
         with gr.Column():
-            feature = gr.Number(0, precision=0, label=f"feature (0..{dictionary.n_features - 1})",
-                                elem_id="concepts-feature")
+            feature = gr.Number(0, precision=0, label="feature", elem_id="concepts-feature")
             show = gr.Button("Show feature", variant="primary")
             on_image = gr.Button("Features on this image")
             table = gr.Dataframe(headers=["feature", "max on image", "best attribute", "AUROC"], interactive=False)
@@ -138,16 +146,18 @@ def build_concepts_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     with gr.Row():
         plain, clamped = gr.Textbox(label="answer"), gr.Textbox(label="answer with the feature clamped")
     spec = gr.State(None)
-    export_controls(session, "concepts", spec)
-    bound = functools.partial
+    export_controls(current, "concepts", spec)
     grounding = {"crops": crops, "words": words, "heat": heat, "map": the_map}
-    showing = keyed(bound(show_feature, session, dictionary), grounding)
+    showing = keyed(serving(current, show_feature, source), grounding)
     show.click(showing, [image, prompt, feature], list(grounding.values()), api_name="show_feature")
-    on_image.click(bound(image_features, session, dictionary), [image, prompt], table, api_name="image_features")
+    on_image.click(serving(current, image_features, source), [image, prompt], table, api_name="image_features")
     table.select(pick_feature, table, feature, api_name="pick_feature").then(
         showing, [image, prompt, feature], list(grounding.values()), api_name="show_picked_feature")
     the_map.click(clicked_point, None, feature, api_name="pick_map_feature").then(
         showing, [image, prompt, feature], list(grounding.values()), api_name="show_map_feature")
     answers = {"plain": plain, "clamped": clamped, "spec": spec}
-    run.click(keyed(bound(clamp, session, dictionary, fit_reference(folder or DEFAULT_DICTIONARY, "concepts")), answers),
+    run.click(keyed(serving(current, clamp, source), answers),
               [image, prompt, max_new, feature, value, where], list(answers.values()), api_name="clamp")
+    current.resets |= {about: lambda session: overview(session, source)["about"],
+                       the_map: lambda session: overview(session, source)["map"]}
+    current.clear(table, crops, words, heat, plain, clamped)

@@ -7,7 +7,6 @@ is computed on request for the selected token and kept per token.
 """
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from studio.adapters import PatchGrid
 from studio.engine.errors import InputError
 from studio.engine.images import load_image
 from studio.engine.session import ModelSession
-from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
+from studio.ui.common import ExportSpec, Serving, export_controls, keyed, serving, user_errors
 from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -197,14 +196,15 @@ def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, ma
     return {"shapes": {k: v["shape"] for k, v in data["arrays"].items()}, "file": handle.name}
 
 
-def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
+def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Inspect tab inside the current Blocks context and wire its events."""
     state = gr.State(None)
     token = gr.Number(0, label="selected token", precision=0, visible=False)
     px, py = gr.Number(visible=False), gr.Number(visible=False)
     with gr.Row():
         run = gr.Button("Inspect", variant="primary")
-        layer = gr.Slider(0, max(1, session.n_layers - 1), value=session.n_layers // 2, step=1, label="layer")
+        layer = gr.Slider(0, max(1, current.session.n_layers - 1), value=current.session.n_layers // 2, step=1,
+                          label="layer")
     chips = gr.HighlightedText(label="Answer: click a token (red = wrong vs ground truth)",
                                color_map={"wrong": "#e5484d"}, combine_adjacent=False, elem_id="inspect-chips")
     with gr.Row():
@@ -236,7 +236,7 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
     with gr.Row():
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
 
-    export_controls(session, "inspect", state)
+    export_controls(current, "inspect", state)
 
     panels = dict(zip(TOKEN_PANELS, (heat, grid_plot, traj, attn, roll, share, boxes)))
     inspected = {"state": state, "chips": chips, "token": token, "layer": layer, **panels, "drift": drift_plot,
@@ -244,8 +244,7 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
     patch = {"layers": patch_plot, "trajectory": patch_traj, "label": patch_label}
     attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt}
     probed = {"shapes": probe_shapes, "file": probe_file}
-    bound = functools.partial
-    inspecting = run.click(keyed(bound(inspect, session), inspected), [image, prompt, max_new],
+    inspecting = run.click(keyed(serving(current, inspect), inspected), [image, prompt, max_new],
                            list(inspected.values()), api_name="inspect")
     run.click(patch_image, image, patch_img, api_name="patch_image")
     chips.select(pick_token, None, token, api_name="pick_token").then(
@@ -253,8 +252,12 @@ def build_inspect_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox
     layer.release(keyed(show_token, panels), [state, token, layer], list(panels.values()), api_name="show_layer")
     patch_img.select(pick_patch, None, [px, py], api_name="pick_patch").then(
         keyed(show_patch, patch), [state, token, px, py], list(patch.values()), api_name="show_patch")
-    attributing = attr_button.click(keyed(bound(attribute, session), attributed), [state, token],
+    attributing = attr_button.click(keyed(serving(current, attribute), attributed), [state, token],
                                     list(attributed.values()), api_name="attribute")
+    current.resets |= {token: lambda session: 0, layer: lambda session: gr.update(
+        maximum=max(1, session.n_layers - 1), value=session.n_layers // 2)}
+    current.clear(state, chips, *panels.values(), drift_plot, detect_table, *patch.values(), *attributed.values(),
+                  *probed.values())
     stop.click(None, None, None, cancels=[inspecting, attributing], api_name="stop_inspect")
-    probe_run.click(keyed(bound(run_any_probe, session), probed), [image, prompt, max_new, probe_name, probe_params],
+    probe_run.click(keyed(serving(current, run_any_probe), probed), [image, prompt, max_new, probe_name, probe_params],
                     list(probed.values()), api_name="run_probe")

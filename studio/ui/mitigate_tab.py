@@ -6,7 +6,6 @@ picked it (and, for SID, which vision tokens the amateur kept).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import gradio as gr
@@ -16,7 +15,7 @@ import plotly.graph_objects as go
 from studio.decoding import strategy_by_name
 from studio.engine.errors import InputError
 from studio.engine.session import Generation, ModelSession
-from studio.ui.common import ExportSpec, export_controls, keyed, user_errors
+from studio.ui.common import ExportSpec, Serving, export_controls, keyed, serving, user_errors
 from studio.world.samples import scene_of
 from studio.world.scenes import Scene
 from studio.world.truth import judge_words
@@ -127,7 +126,12 @@ def step_picker(method: str):
     return pick_step
 
 
-def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
+def sid_layer(session: ModelSession) -> int:
+    """The SID slider's start: the paper's layer 2, within the model's depth."""
+    return min(2, max(1, session.n_layers - 1))
+
+
+def build_mitigate_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
     """Lay out the Mitigate tab inside the current Blocks context and wire its events."""
     traces, spec = gr.State(None), gr.State(None)
     with gr.Row():
@@ -138,7 +142,7 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
         alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α (contrast strength)")
         beta = gr.Slider(0, 1, value=0.1, step=0.01, label="β (plausibility)")
         noise = gr.Slider(0, 999, value=500, step=1, label="VCD noise step (of 1000)")
-        layer = gr.Slider(1, max(1, session.n_layers - 1), value=min(2, max(1, session.n_layers - 1)), step=1,
+        layer = gr.Slider(1, max(2, current.session.n_layers - 1), value=sid_layer(current.session), step=1,
                           label="SID layer")
         keep = gr.Slider(0.01, 1, value=0.17, step=0.01, label="SID keep ratio")
     rows = [gr.HighlightedText(label=m, color_map=LABELS, combine_adjacent=False, visible=m in ("greedy", "vcd", "sid"),
@@ -147,15 +151,17 @@ def build_mitigate_tab(session: ModelSession, image: gr.Image, prompt: gr.Textbo
     step = gr.Number(0, precision=0, label="step (click a token)")
     with gr.Row():
         dist, kept = gr.Plot(label="expert / amateur / contrast"), gr.Plot(label="SID kept vision tokens")
-    export_controls(session, "mitigate", spec)
+    export_controls(current, "mitigate", spec)
     decoded = {"traces": traces, "spec": spec, **dict(zip(METHODS, rows))}
-    decoding = run.click(keyed(functools.partial(mitigate, session), decoded),
+    decoding = run.click(keyed(serving(current, mitigate), decoded),
                          [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], list(decoded.values()),
                          api_name="mitigate")
     stop.click(None, None, None, cancels=[decoding], api_name="stop_mitigate")
     shown = {"distributions": dist, "kept": kept}
-    showing = keyed(functools.partial(show_step, session), shown)
+    showing = keyed(serving(current, show_step), shown)
     for name, row in zip(METHODS, rows):
         row.select(step_picker(name), None, [selected, step], api_name=f"pick_step_{name}").then(
             showing, [traces, selected, step], list(shown.values()), api_name=f"show_step_{name}")
+    current.resets[layer] = lambda session: gr.update(maximum=max(2, session.n_layers - 1), value=sid_layer(session))
+    current.clear(traces, dist, kept, *rows)
     gr.Button("Show step").click(showing, [traces, selected, step], list(shown.values()), api_name="show_step")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from studio.world.scenes import GRID, Scene, SceneObject
@@ -16,6 +17,17 @@ RGB = {
     "yellow": (230, 210, 40), "purple": (150, 60, 200), "orange": (240, 140, 30),
 }
 BACKGROUND = (28, 28, 32)
+BACKGROUND_NOISE = 8
+
+
+def is_world_render(image: Image.Image) -> bool:
+    """Whether ``image`` looks like a world scene: 64x64 with most pixels within the render's
+    noise of the world's background (a cheap check that tells the world's renders from photos)."""
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        return False
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int16).reshape(-1, 3)
+    near = int((np.abs(pixels - np.array(BACKGROUND)) <= BACKGROUND_NOISE).all(axis=1).sum())
+    return near >= 0.4 * IMAGE_SIZE * IMAGE_SIZE
 
 
 def object_box(obj: SceneObject) -> tuple[int, int, int, int]:

@@ -79,3 +79,12 @@ def test_object_words_are_found_with_plurals_and_only_from_the_lexicon():
     found = object_words(Run(), ("ring", "star", "circle", "heart"))
     assert found == [(1, "ring"), (4, "star"), (6, "star"), (7, "circle"), (8, "heart")]
     assert object_words(Run(), ()) == []
+
+
+def test_words_split_into_sub_tokens_and_two_word_objects_are_found_whole():
+    class Run:
+        answer_tokens = ["Ġa", "Ġgir", "affe", "Ġnext", "Ġto", "Ġtwo", "Ġfire", "Ġhyd", "rant", "s", ",", "▁three",
+                         "▁ben", "ches", "▁and", "▁a", "▁fire", "man", "."]
+    lexicon = ("giraffe", "fire hydrant", "bench", "fire")
+    assert object_words(Run(), lexicon) == [(1, "giraffe"), (6, "fire hydrant"), (12, "bench")], \
+        "'fireman' is not 'fire'; the index is the first sub-token"
