@@ -21,8 +21,10 @@ Grounding: the best-matching patch, and a box around the patches whose similarit
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from importlib import resources
 
 import numpy as np
 import torch
@@ -32,27 +34,23 @@ from probes.layout import LayoutResult, layout_of
 from probes.runs import Run
 from studio.engine.errors import InputError
 
-COCO_OBJECTS = (
-    "person", "man", "woman", "child", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
-    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "ball", "kite", "skateboard",
-    "surfboard", "bottle", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
-    "broccoli", "carrot", "pizza", "donut", "cake", "chair", "couch", "bed", "table", "toilet", "tv", "laptop",
-    "mouse", "remote", "keyboard", "phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock",
-    "vase", "scissors", "toothbrush", "plant")
-# "orange" left out: also a colour
+
+def coco_words() -> tuple[str, ...]:
+    """The 80 COCO categories and their synonyms (``probes/data/coco_objects.json``, source named there)."""
+    data = json.loads(resources.files("probes").joinpath("data/coco_objects.json").read_text())
+    return tuple(dict.fromkeys(w for name, synonyms in data["classes"].items() for w in (name, *synonyms)))
 
 
 def default_lexicon(session) -> tuple[str, ...]:
-    """The model's own object words (``session.objects``, e.g. the world's kinds for the embedded
-    model) and the COCO objects."""
-    return tuple(dict.fromkeys(tuple(session.objects) + COCO_OBJECTS))
+    """The model's own object words when its folder names them (``session.objects``: the world's
+    kinds for the embedded model), else the COCO categories and their synonyms."""
+    return tuple(session.objects) or coco_words()
 
 
 @dataclass(frozen=True)
 class DetectorParams(ProbeParams):
     """Layers default to the middle decoder layer; ``lexicon`` None = the model's own object words
-    (``session.objects``) + COCO objects."""
+    (``session.objects``) or else the COCO categories with synonyms."""
 
     text_layer: int | None = None
     image_layer: int | None = None

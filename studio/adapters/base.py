@@ -202,3 +202,23 @@ def row_major(grid: int, positions: list[int], rows: int, cols: int) -> dict[int
     if len(positions) != rows * cols:
         raise AdapterError(f"expected {rows}x{cols}={rows * cols} image tokens, found {len(positions)}")
     return {p: ImagePlacement(grid, i // cols, i % cols) for i, p in enumerate(positions)}
+
+
+def pooled_patch_groups(height: int, width: int, patch: int, kernel: int, side: int) -> torch.Tensor:
+    """[height, width] ordinal of the token each pixel feeds in a side x side row-major grid of
+    tokens, each pooling kernel x kernel patches of patch x patch pixels; -1 for pixels whose
+    patches the tower or the pooling drops (the remainders of the integer divisions)."""
+    def cells(n: int) -> torch.Tensor:
+        index = torch.arange(n) // (patch * kernel)
+        return torch.where(index < side, index, -1)
+    rows, cols = cells(height)[:, None], cells(width)[None, :]
+    return torch.where((rows >= 0) & (cols >= 0), rows * side + cols, -1)
+
+
+def dominant_target(size: int, pooled: int) -> torch.Tensor:
+    """For each of ``size`` rows (or columns), the row of the ``pooled``-long bilinear resize
+    (``interpolate(..., mode="bilinear")``, as the model calls it) that weighs it most, or -1
+    for a row no output weighs."""
+    one_hot = torch.eye(size).reshape(1, size, size, 1)
+    weights = nn.functional.interpolate(one_hot, [pooled, 1], mode="bilinear")[0, :, :, 0]
+    return torch.where(weights.amax(1) > 0, weights.argmax(1), torch.full((size,), -1))

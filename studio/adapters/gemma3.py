@@ -14,7 +14,15 @@ import math
 import numpy as np
 import torch
 
-from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, row_major, runs
+from studio.adapters.base import (
+    Adapter,
+    AdapterError,
+    ImagePlacement,
+    PatchGrid,
+    pooled_patch_groups,
+    row_major,
+    runs,
+)
 
 _PAN_AND_SCAN = ("pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops", "pan_and_scan_min_ratio_to_activate")
 
@@ -59,14 +67,3 @@ class Gemma3Adapter(Adapter):
         within = pooled_patch_groups(height, width, vision.patch_size, kernel, side)
         groups = torch.where(within >= 0, torch.arange(views)[:, None, None] * side * side + within, -1)
         return groups.reshape(views, 1, height, width)
-
-
-def pooled_patch_groups(height: int, width: int, patch: int, kernel: int, side: int) -> torch.Tensor:
-    """[height, width] ordinal of the token each pixel feeds in a side x side row-major grid of
-    tokens, each pooling kernel x kernel patches of patch x patch pixels; -1 for pixels whose
-    patches the tower or the pooling drops (the remainders of the integer divisions)."""
-    def cells(n: int) -> torch.Tensor:
-        index = torch.arange(n) // (patch * kernel)
-        return torch.where(index < side, index, -1)
-    rows, cols = cells(height)[:, None], cells(width)[None, :]
-    return torch.where((rows >= 0) & (cols >= 0), rows * side + cols, -1)

@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from studio.adapters.base import AdapterError, ImagePlacement, PatchGrid, row_major
+from studio.adapters.base import AdapterError, ImagePlacement, PatchGrid, dominant_target, row_major
 from studio.adapters.llava_next import LlavaNextAdapter
 
 
@@ -66,12 +65,3 @@ class LlavaOnevisionAdapter(LlavaNextAdapter):
         pooled[(to_row[:, None] < 0) | (to_col[None, :] < 0)] = -1
         table = torch.cat([torch.arange(base), torch.cat([pooled, torch.full((rows, 1), -1)], 1).flatten()])
         return torch.where(groups >= 0, table[groups.clamp(min=0)], groups)
-
-
-def dominant_target(size: int, pooled: int) -> torch.Tensor:
-    """For each of ``size`` rows (or columns), the row of the ``pooled``-long bilinear resize
-    (``interpolate(..., mode="bilinear")``, as the model calls it) that weighs it most, or -1
-    for a row no output weighs."""
-    one_hot = torch.eye(size).reshape(1, size, size, 1)
-    weights = nn.functional.interpolate(one_hot, [pooled, 1], mode="bilinear")[0, :, :, 0]
-    return torch.where(weights.amax(1) > 0, weights.argmax(1), torch.full((size,), -1))

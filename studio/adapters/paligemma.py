@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from studio.adapters.base import Adapter, ImagePlacement, PatchGrid, row_major
-from studio.adapters.gemma3 import pooled_patch_groups
+from studio.adapters.base import Adapter, ImagePlacement, PatchGrid, pooled_patch_groups, row_major
 
 
 class PaliGemmaAdapter(Adapter):

@@ -361,11 +361,14 @@ class ModelSession:
 
     @property
     def eos_ids(self) -> list[int]:
-        """Token ids that end an answer (generation config and tokenizer)."""
+        """Token ids that end an answer: the generation config's and tokenizer's end tokens, and the
+        image placeholder (an answer that emits one has left text; re-reading it would splice
+        image features where there are none)."""
         ids = self.model.generation_config.eos_token_id
         ids = list(ids) if isinstance(ids, list) else [ids] if ids is not None else []
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
+        for extra in (self.tokenizer.eos_token_id, self._image_token_id()):
+            if extra is not None and extra not in ids:
+                ids.append(extra)
         return ids
 
     def _choice(self, token_id: int, logits: torch.Tensor, top_k: int) -> TokenChoice:

@@ -88,3 +88,15 @@ def test_words_split_into_sub_tokens_and_two_word_objects_are_found_whole():
     lexicon = ("giraffe", "fire hydrant", "bench", "fire")
     assert object_words(Run(), lexicon) == [(1, "giraffe"), (6, "fire hydrant"), (12, "bench")], \
         "'fireman' is not 'fire'; the index is the first sub-token"
+
+
+def test_the_default_vocabulary_is_the_models_own_or_coco(untrained_world, embedded):
+    from probes.detector import coco_words, default_lexicon
+    words = coco_words()
+    assert {"person", "fire hydrant", "hair drier", "teddy bear", "toothbrush"} <= set(words) and "woman" in words
+    assert default_lexicon(embedded) == ("circle", "square", "triangle", "cross", "ring", "star", "heart", "diamond")
+    assert default_lexicon(untrained_world) == words, "a model without objects.json gets COCO"
+
+    class Run:
+        answer_tokens = [" a", " woman", " holds", " two", " teddy", " bears", " near", " a", " fire", " hyd", "rant"]
+    assert object_words(Run(), words) == [(1, "woman"), (4, "teddy bear"), (8, "fire hydrant")]
