@@ -1,9 +1,10 @@
 """Attention from generated tokens to image patches: per layer and head, rollout, image share.
 
-Only this probe needs attention weights, so it runs its own pass with the eager kernel,
-switched on for this request only (under the session lock) and restored afterwards. Weights
-are read by hooks on each layer's self-attention, one layer at a time, so memory never holds
-all layers' [heads, S, S] maps at once.
+Only this probe needs attention weights, so it runs its own pass with the eager kernel in the
+language model only (the vision tower keeps its fast kernel), switched on for this request
+(under the session lock) and restored afterwards. Weights are read one layer at a time: the
+rows of the answer's query positions are kept, and rollout is accumulated as the pass goes
+(one [S, S] product), so memory never holds layers x positions² values.
 """
 from __future__ import annotations
 
@@ -48,16 +49,31 @@ class AttentionResult(LayoutResult):
     probe = "attention"
 
 
-def rollout_rows(mean_attention: list[torch.Tensor], residual: float, queries: list[int]) -> torch.Tensor:
-    """Attention rollout: product over layers of (1 - r) A + r I, rows renormalised; [Q, S]."""
-    seq = mean_attention[0].shape[-1]
-    eye = torch.eye(seq)
-    joint = eye
-    for attention in mean_attention:
-        step = (1 - residual) * attention + residual * eye
+class Rollout:
+    """Attention rollout (Abnar & Zuidema 2020) accumulated layer by layer: the product over
+    layers of (1 - r) A + r I with rows renormalised, A the head-averaged attention."""
+
+    def __init__(self, residual: float) -> None:
+        self.residual = residual
+        self.joint: torch.Tensor | None = None
+
+    def add(self, mean_attention: torch.Tensor) -> None:
+        eye = torch.eye(mean_attention.shape[-1], device=mean_attention.device)
+        step = (1 - self.residual) * mean_attention + self.residual * eye
         step = step / step.sum(-1, keepdim=True)
-        joint = step @ joint
-    return joint[queries]
+        self.joint = step if self.joint is None else step @ self.joint
+
+    def rows(self, queries: list[int]) -> torch.Tensor:
+        assert self.joint is not None, "no layer was added"
+        return self.joint[queries].cpu()
+
+
+def rollout_rows(mean_attention: list[torch.Tensor], residual: float, queries: list[int]) -> torch.Tensor:
+    """Attention rollout of the listed layers' head-averaged attention; [Q, S]."""
+    rollout = Rollout(residual)
+    for attention in mean_attention:
+        rollout.add(attention)
+    return rollout.rows(queries)
 
 
 class Attention(Probe):
@@ -71,19 +87,21 @@ class Attention(Probe):
         run = self.cached_run(session, request)
         images = run.token_map.image_positions
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
-        to_image, share, means = [], [], []
+        to_image, share = [], []
+        rollout = Rollout(params.residual)
 
         def keep(weights: torch.Tensor) -> None:
             weights = weights[0].float()
-            to_image.append(weights[:, queries][:, :, images].cpu())
-            share.append(weights[:, queries][:, :, images].sum(-1).cpu())
-            means.append(weights.mean(0).cpu())
+            rows = weights[:, queries][:, :, images]
+            to_image.append(rows.cpu())
+            share.append(rows.sum(-1).cpu())
+            rollout.add(weights.mean(0))
 
         inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
         reads = [read("attention_weights", layer, keep) for layer in range(session.n_layers)]
-        with session.attention_implementation("eager"):
+        with session.attention_implementation("eager", text_only=True):
             session.call(lambda: session.model(**inputs), reads)
-        rollout = rollout_rows(means, params.residual, queries)[:, images]
+        rolled = rollout.rows(queries)[:, images]
         return AttentionResult(**layout_of(run), image_positions=images, query_positions=queries,
                                to_image=torch.stack(to_image).numpy(), image_share=torch.stack(share).numpy(),
-                               rollout=rollout.numpy().astype(np.float32))
+                               rollout=rolled.numpy().astype(np.float32))

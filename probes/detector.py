@@ -130,7 +130,13 @@ def _layer(value: int | None, n_layers: int, name: str) -> int:
 
 
 def confidence_maps(session, run: Run, token_ids: list[int], images: list[int]) -> torch.Tensor:
-    """[W, P]: each token's lens probability at each image position, maxed over layers."""
+    """[W, P]: each token's lens probability at each image position, maxed over layers; read from
+    the logit lens's tracked tokens when that probe has already decoded them for this run."""
+    tracked = run.memo.get("tracked")
+    if tracked is not None and set(token_ids) <= set(tracked[0].tolist()):
+        targets, probs = tracked
+        columns = [targets.tolist().index(t) for t in token_ids]
+        return probs[:, images][..., columns].amax(0).T.float()
     best = torch.zeros(len(token_ids), len(images))
     ids = torch.tensor(token_ids, dtype=torch.long)
     with torch.inference_mode():

@@ -68,17 +68,22 @@ def sweep(session, hidden: torch.Tensor, targets: torch.Tensor, top_k: int, chun
     return top_ids, top_probs, target_probs
 
 
-def answer_trajectory(session, run: Run) -> tuple[np.ndarray, np.ndarray]:
-    """[L, A] probability and rank of each generated token where it is predicted."""
+def answer_trajectory(session, run: Run, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """[L, A] probability and rank of each generated token where it is predicted, ``chunk``
+    answer tokens at a time (memory holds at most layers x chunk x vocabulary scores)."""
     positions = [run.predicting_position(i) for i in range(len(run.answer_positions))]
     ids = torch.tensor([run.token_map.input_ids[p] for p in run.answer_positions], dtype=torch.long)
+    probs, ranks = [], []
     with torch.inference_mode():
-        logits = session.adapter.lens(run.hidden[:, positions]).float()
-        probs = torch.softmax(logits, dim=-1)
-        chosen = logits.gather(-1, ids.to(logits.device).expand(logits.shape[0], -1)[..., None])
-        ranks = (logits > chosen).sum(-1)
-        p = probs.gather(-1, ids.to(probs.device).expand(probs.shape[0], -1)[..., None])[..., 0]
-    return p.cpu().numpy().astype(np.float32), ranks.cpu().numpy().astype(np.int32)
+        for start in range(0, len(positions), chunk):
+            logits = session.adapter.lens(run.hidden[:, positions[start:start + chunk]]).float()
+            wanted = ids[start:start + chunk].to(logits.device).expand(logits.shape[0], -1)[..., None]
+            chosen = logits.gather(-1, wanted)
+            ranks.append((logits > chosen).sum(-1).cpu())
+            probs.append(torch.softmax(logits, dim=-1).gather(-1, wanted)[..., 0].cpu())
+    if not probs:
+        return np.zeros((run.hidden.shape[0], 0), np.float32), np.zeros((run.hidden.shape[0], 0), np.int32)
+    return torch.cat(probs, 1).numpy().astype(np.float32), torch.cat(ranks, 1).numpy().astype(np.int32)
 
 
 class LogitLens(Probe):
@@ -91,6 +96,7 @@ class LogitLens(Probe):
         answer_ids = [run.token_map.input_ids[p] for p in run.answer_positions]
         targets = torch.tensor(sorted(set(answer_ids)), dtype=torch.long)
         top_ids, top_probs, target_probs = sweep(session, run.hidden, targets, params.top_k, params.chunk)
+        run.memo["tracked"] = (targets, target_probs)  # the detector reads its words' probabilities here
         answer_probs, answer_ranks = answer_trajectory(session, run)
         seen = set(top_ids.flatten().tolist()) | set(targets.tolist())
         return LogitLensResult(

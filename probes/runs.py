@@ -1,15 +1,17 @@
-"""The cached run every probe reads: one greedy answer and one forward pass over prompt + answer.
+"""The cached run every probe reads: one greedy answer, with every layer's states read in the
+same pass that decoded it (no second forward).
 
 Probes ask :func:`get_run` instead of running the model themselves whenever they can; a run
 is cached per (session, image, prompt, max new tokens) in a small LRU, so clicking through
-tokens, patches and layers in the app re-uses one forward pass.
+tokens, patches and layers in the app re-uses one pass. ``memo`` keeps what several probes
+share (the tracked tokens' lens probabilities), computed by the first that needs it.
 """
 from __future__ import annotations
 
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -23,10 +25,11 @@ CACHE_SIZE = 8
 
 @dataclass
 class Run:
-    """A request answered and re-read in one pass.
+    """A request answered and read in one pass.
 
-    ``logits``: [S, V] float32 over the full sequence (prompt + answer, S positions);
-    ``hidden``: [L, S, d] residual stream after each decoder layer;
+    ``answer_logits``: [A, V] float32, the scores that chose each generated token (row ``i`` at
+    the position that predicts answer token ``i``);
+    ``hidden``: [L, S, d] residual stream after each decoder layer (S = prompt + answer);
     ``answer_positions``: the position of each generated token in the full sequence.
     """
 
@@ -34,9 +37,10 @@ class Run:
     prepared: Prepared
     generation: Generation
     token_map: TokenMap
-    logits: torch.Tensor
+    answer_logits: torch.Tensor
     hidden: torch.Tensor
     answer_positions: list[int]
+    memo: dict = field(default_factory=dict)
 
     @property
     def answer_tokens(self) -> list[str]:
@@ -100,15 +104,12 @@ def get_run(session: ModelSession, request: ProbeRequest) -> Run:
 
 def compute_run(session: ModelSession, request: ProbeRequest) -> Run:
     prepared = session.prepare(request.image, request.prompt)
-    generation = session.generate(prepared, max_new_tokens=request.max_new_tokens)
+    generation, hidden, answer_logits = session.read_generation(prepared, request.max_new_tokens)
     answer_ids = [t.id for t in generation.tokens]
-    result = session.forward(prepared, capture=True, extra_ids=answer_ids)
-    assert result.hidden is not None
     start = prepared.length
     token_map = TokenMap(input_ids=prepared.token_map.input_ids + answer_ids,
                          tokens=prepared.token_map.tokens + [t.text for t in generation.tokens],
                          image=dict(prepared.token_map.image), grids=list(prepared.token_map.grids),
                          image_size=prepared.token_map.image_size)
     return Run(request=request, prepared=prepared, generation=generation, token_map=token_map,
-               logits=result.logits, hidden=result.hidden,
-               answer_positions=list(range(start, start + len(answer_ids))))
+               answer_logits=answer_logits, hidden=hidden, answer_positions=list(range(start, start + len(answer_ids))))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -313,6 +314,32 @@ class ModelSession:
         return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
                           strategy=strategy.name, trace=plan.trace)
 
+    def read_generation(self, prepared: Prepared, max_new_tokens: int = 64,
+                        top_k: int = 5) -> tuple[Generation, torch.Tensor, torch.Tensor]:
+        """The greedy answer and, read in that same pass, every decoder layer's output state at
+        every position (prompt + answer): ``(generation, hidden [L, S, d], answer_logits [A, V])``,
+        row ``i`` of the logits being the scores that chose answer token ``i``.
+
+        The states are those the answer was decoded from (no second forward); one step past
+        ``max_new_tokens`` is decoded so that the last answer token is read as well."""
+        check_new_tokens(max_new_tokens)
+        states: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        reads = [read("residual", i, functools.partial(_append_row0, states[i])) for i in range(self.n_layers)]
+        strategy = Greedy()
+        batch = strategy.batch(self, prepared)
+        out, _ = self._decode(batch, strategy, max_new_tokens + 1, reads, output_logits=True)
+        new_ids = out.sequences[0, prepared.length:].tolist()
+        eos = self.eos_ids
+        answer = list(itertools.takewhile(lambda t: t not in eos, new_ids))[:max_new_tokens]
+        tokens = [self._choice(t, out.logits[i][0], top_k) for i, t in enumerate(answer)]
+        length = prepared.length + len(answer)
+        hidden = torch.stack([torch.cat(layer, dim=0)[:length] for layer in states])
+        logits = torch.stack([out.logits[i][0].float() for i in range(len(answer))]) if answer else \
+            torch.zeros(0, self.adapter.unembedding().out_features)
+        generation = Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + answer,
+                                strategy=strategy.name)
+        return generation, hidden, logits
+
     def batch_inputs(self, images: list[ImageLike], prompts: list[str]) -> dict:
         """Model inputs for many (image, prompt) pairs, left-padded into one batch."""
         texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": self.check_prompt(p)}], p, True)
@@ -421,6 +448,10 @@ def check_new_tokens(max_new_tokens: int) -> int:
 
 def _keep_row0(states: dict, layer: int, value: torch.Tensor) -> None:
     states[layer] = value[0].detach()
+
+
+def _append_row0(states: list, value: torch.Tensor) -> None:
+    states.append(value[0].detach())
 
 
 @contextmanager

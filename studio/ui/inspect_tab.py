@@ -17,6 +17,7 @@ import numpy as np
 
 from probes import REGISTRY, ProbeRequest, ProbeResult, run_probe
 from probes.attention import AttentionResult
+from probes.attribution import AttributionParams
 from probes.detector import DetectorResult
 from probes.drift import DriftResult
 from probes.logit_lens import LogitLensResult
@@ -117,6 +118,7 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
                        request=request)
     layer = state.lens.top_ids.shape[0] // 2
     yield {"state": state, "chips": _chips(state, scene_of(image_path), prompt), "token": 0,
+           "cost": attribution_cost(len(state.attention.image_positions)),
            "layer": gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer), **token_panels(state, 0, layer),
            "drift": drift_view.drift_curve(state.drift), "detector": detector_view.rows(state.detector)}
 
@@ -126,6 +128,14 @@ def show_token(state: Inspection | None, token_index: float, layer: float) -> di
     """Redraw the token-following panels for ``token_index`` at ``layer`` (from the stored results)."""
     state, index = _checked_token(state, token_index)
     return token_panels(state, index, _checked_layer(state, layer))
+
+
+def attribution_cost(image_tokens: int) -> str:
+    """What one attribution press will cost, said before it runs."""
+    params = AttributionParams()
+    return (f"Attribution of one token: about {params.forward_passes(image_tokens)} forward passes "
+            f"(occlusion of at most {params.occlusion_regions} regions of the {image_tokens} image tokens, "
+            f"integrated gradients with {params.ig_steps} steps for pixels and for the prompt).")
 
 
 def pick_token(evt: gr.SelectData) -> int:
@@ -224,6 +234,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
         drift_plot = gr.Plot(label="layer drift")
         detect_table = gr.Dataframe(headers=["token", "word", "internal confidence", "contextual similarity", "box"],
                                     label="hallucination detector", interactive=False)
+    cost = gr.Markdown(elem_id="inspect-attribution-cost")
     with gr.Row():
         attr_button = gr.Button("Attribute the selected token (captum)")
         stop = gr.Button("Stop", variant="stop", size="sm")
@@ -240,7 +251,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
 
     panels = dict(zip(TOKEN_PANELS, (heat, grid_plot, traj, attn, roll, share, boxes)))
     inspected = {"state": state, "chips": chips, "token": token, "layer": layer, **panels, "drift": drift_plot,
-                 "detector": detect_table}
+                 "detector": detect_table, "cost": cost}
     patch = {"layers": patch_plot, "trajectory": patch_traj, "label": patch_label}
     attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt}
     probed = {"shapes": probe_shapes, "file": probe_file}
@@ -256,7 +267,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
                                     list(attributed.values()), api_name="attribute")
     current.resets |= {token: lambda session: 0, layer: lambda session: gr.update(
         maximum=max(1, session.n_layers - 1), value=session.n_layers // 2)}
-    current.clear(state, chips, *panels.values(), drift_plot, detect_table, *patch.values(), *attributed.values(),
+    current.clear(state, chips, cost, *panels.values(), drift_plot, detect_table, *patch.values(), *attributed.values(),
                   *probed.values())
     stop.click(None, None, None, cancels=[inspecting, attributing], api_name="stop_inspect")
     probe_run.click(keyed(serving(current, run_any_probe), probed), [image, prompt, max_new, probe_name, probe_params],

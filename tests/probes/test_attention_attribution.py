@@ -22,7 +22,7 @@ def test_image_share_matches_a_hand_computation(untrained_world, request_):
     result = run_probe(session, "attention", request_)
     run = get_run(session, request_)
     inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
-    with session.attention_implementation("eager"), torch.inference_mode():
+    with session.attention_implementation("eager", text_only=True), torch.inference_mode():
         attentions = session.model(**inputs, output_attentions=True).attentions
     assert session.model.config._attn_implementation == "sdpa"
     for layer, weights in enumerate(attentions):
@@ -50,7 +50,7 @@ def test_occluding_nothing_changes_nothing(untrained_world, request_):
     target = _Target(session, run, 1)
     with torch.no_grad():
         original = target.of_pixels(target.inputs["pixel_values"][None])[0]
-    expected = torch.log_softmax(run.logits[run.predicting_position(1)], -1)[run.token_map.input_ids[run.answer_positions[1]]]
+    expected = torch.log_softmax(run.answer_logits[1], -1)[run.token_map.input_ids[run.answer_positions[1]]]
     assert torch.allclose(original, expected, atol=1e-5)
     result = run_probe(session, "attribution", request_, answer_index=1, ig_steps=8)
     assert result.occlusion.shape == (64,) and np.isfinite(result.occlusion).all()
@@ -70,3 +70,22 @@ def test_probe_errors_are_clear(untrained_world, request_):
         run_probe(untrained_world, "attention", text_only)
     with pytest.raises(InputError, match="out of range"):
         run_probe(untrained_world, "detector", request_, text_layer=40)
+
+
+def test_occlusion_regions_group_neighbouring_patches(untrained_world, request_):
+    from probes.attribution import AttributionParams, occlusion_regions
+    run = get_run(untrained_world, request_)
+    regions = occlusion_regions(run.token_map, 16)
+    cells = {p: run.token_map.image[p] for p in run.token_map.image_positions}
+    assert len(set(regions.tolist())) == 16, "an 8x8 grid in 4x4 blocks of 2x2 patches"
+    for k, position in enumerate(run.token_map.image_positions):
+        cell = cells[position]
+        same = [j for j, p in enumerate(run.token_map.image_positions)
+                if (cells[p].row // 2, cells[p].col // 2) == (cell.row // 2, cell.col // 2)]
+        assert set(regions[same].tolist()) == {int(regions[k])}
+    assert occlusion_regions(run.token_map, 0).tolist() == list(range(64))
+    grouped = run_probe(untrained_world, "attribution", request_, answer_index=1, ig_steps=2, occlusion_regions=16)
+    assert len(set(np.round(grouped.occlusion, 6).tolist())) <= 16
+    by_token = run_probe(untrained_world, "attribution", request_, answer_index=1, ig_steps=2, occlusion_regions=0)
+    assert len(set(np.round(by_token.occlusion, 6).tolist())) > 16
+    assert AttributionParams().forward_passes(576) <= 40 and AttributionParams().forward_passes(4) < 40

@@ -58,10 +58,23 @@ def test_logit_lens_last_layer_is_the_model_distribution(session):
     request = ProbeRequest(sample_image(32, 32), "what is this ?", max_new_tokens=3)
     result = run_probe(session, "logit_lens", request)
     run = get_run(session, request)
-    probs = torch.softmax(run.logits, dim=-1)
+    answer = [run.token_map.input_ids[p] for p in run.answer_positions]
+    full = session.forward(run.prepared, extra_ids=answer).logits  # one plain pass over prompt + answer
+    probs = torch.softmax(full, dim=-1)
     top = probs.topk(result.top_ids.shape[2], dim=-1)
-    assert np.allclose(result.top_probs[-1], top.values.numpy(), atol=1e-6)
-    assert np.allclose(result.target_probs[-1], probs[:, torch.from_numpy(result.target_ids)].numpy(), atol=1e-6)
-    greedy = run.logits[[run.predicting_position(i) for i in range(len(run.answer_positions))]].argmax(-1)
-    assert greedy.tolist() == result.answer_ids, "the cached pass reproduces the greedy answer"
+    assert np.allclose(result.top_probs[-1], top.values.numpy(), atol=1e-5)
+    assert np.allclose(result.target_probs[-1], probs[:, torch.from_numpy(result.target_ids)].numpy(), atol=1e-5)
+    predicting = [run.predicting_position(i) for i in range(len(run.answer_positions))]
+    assert torch.allclose(run.answer_logits, full[predicting], atol=1e-4), "the generation pass is the model's"
+    assert run.answer_logits.argmax(-1).tolist() == result.answer_ids, "the answer is the argmax of its scores"
     assert (result.answer_ranks[-1] == 0).all()
+
+
+def test_the_generation_pass_states_equal_a_plain_pass_over_prompt_and_answer(session):
+    request = ProbeRequest(sample_image(40, 24), "what is this ?", max_new_tokens=5)
+    run = get_run(session, request)
+    answer = [run.token_map.input_ids[p] for p in run.answer_positions]
+    plain = session.forward(run.prepared, capture=True, extra_ids=answer).hidden
+    assert plain.shape == run.hidden.shape
+    scale = plain.abs().amax().item()
+    assert (run.hidden - plain).abs().amax().item() <= 1e-4 * max(1.0, scale), "read, not recomputed differently"
