@@ -128,12 +128,13 @@ def test_launch_builds_the_app_and_serves_where_asked(monkeypatch):
         def launch(self, **kwargs):
             calls.update(kwargs)
 
-    def build(session, concepts=None, steering=None):
-        calls["layers"] = session.n_layers
+    def build(session, concepts=None, steering=None, **options):
+        calls.update(layers=session.n_layers, options=options)
         return Stub()
     monkeypatch.setattr("studio.ui.app.build_app", build)
-    assert main(["launch", "--port", "7999", "--host", "0.0.0.0"]) == 0
-    assert calls == {"layers": 4, "server_name": "0.0.0.0", "server_port": 7999, "share": False, "inbrowser": False}
+    assert main(["launch", "--port", "7999", "--host", "0.0.0.0", "--device", "cpu"]) == 0
+    assert calls == {"layers": 4, "options": {"device": "cpu", "dtype": "auto"}, "server_name": "0.0.0.0",
+                     "server_port": 7999, "share": False, "inbrowser": False}, "the Model box reopens with these"
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -1,0 +1,550 @@
+"""The studio's costs on random-weight models of real published shapes, as ratios to one plain forward.
+
+The embedded world model is tiny, so ``bench.probes`` and ``bench.decoding`` say little about what a
+press costs on a model people actually open. This bench builds random-weight models with the
+published shapes of SmolVLM-256M, Qwen2-VL-2B, LLaVA-1.5-7B and LLaVA-NeXT (7B-class text, anyres
+tiles), entirely offline from the config files in ``bench/shapes/`` (one JSON per shape, naming
+its source), with the library's PIL image processors set as published and a word-level tokenizer
+(:func:`tiny_models.build_tokenizer`) holding the family's special tokens, and wraps each in a
+:class:`~studio.engine.session.ModelSession`.
+
+Per shape, in one process, it prints one table: each cost as a ratio to ONE plain forward over
+prompt + answer measured in the same run (median of up to ``--repeats`` calls, fewer when a call
+is slow, see ``--budget``): the run (``probes.runs.compute_run``: generate + capture), each probe
+of one Inspect press and their sum, the Inspect tab's redraws from stored results (layer slider,
+token click, patch click), attribution with default settings (estimated from one timed step of
+each kind when a full run would exceed ``--attribution-budget``, marked "est."), the Mitigate
+methods in ms/token as ratios to greedy, and ``session.generate`` against plain
+``model.generate`` on the same inputs.
+
+Peak extra memory: the growth of the process's resident-set high-water mark (``VmHWM``, reset
+through ``/proc/self/clear_refs`` before the step, after ``gc`` and ``malloc_trim``) over its
+resident set at the step's start, during the first call of the step (Linux only). It counts
+every allocation that became resident, torch's and Python's, and nothing that was already
+resident before the step.
+
+The answer is pinned: coordinate 0 of every input embedding is set large and the unembedding
+row of "cat" reads it, so greedy decoding of the random model says "cat" at every step. Random
+weights otherwise answer with ids the word-level tokenizer cannot spell, so the detector would
+find no object word and skip its lens over the image positions, and decoding could stop early
+at a random end token; pinned, every method decodes exactly the requested number of tokens.
+
+    python -m bench.realsize [--shapes smolvlm-256m,qwen2-vl-2b] [--repeats 3] [--quick] [--json FILE]
+
+``--quick`` cuts every shape to 2 decoder layers and a 2-layer vision tower, keeping the widths,
+vocabulary and token layout, answers 4 tokens and times each step once: a smoke test.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import ctypes.util
+import gc
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    BaseImageProcessor,
+    CLIPImageProcessorPil,
+    Idefics3Processor,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedModel,
+    ProcessorMixin,
+    Qwen2VLImageProcessorPil,
+    SmolVLMImageProcessorPil,
+)
+
+from probes import ProbeRequest, get_probe, run_probe
+from probes.attribution import occlusion_regions
+from probes.runs import Run, cache_for, compute_run, request_key
+from studio.decoding import strategy_by_name
+from studio.engine.files import atomic_write_json
+from studio.engine.images import load_image
+from studio.engine.processors import Qwen2VLImageOnlyProcessor
+from studio.engine.session import Generation, ModelSession
+from studio.ui.inspect_tab import Inspection, show_patch, show_token
+from studio.ui.mitigate_tab import METHODS, method_settings, sid_layer
+from tiny_models import ChatFormat, TokenSpec, build_tokenizer, chat_template, sample_image
+
+T = TypeVar("T")
+
+SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
+SHAPES = ("smolvlm-256m", "qwen2-vl-2b", "llava-1.5-7b", "llava-next-long")
+PROMPT = "describe the image ."
+NEW_TOKENS, QUICK_NEW_TOKENS = 48, 4  # the app's default "Max new tokens"; quick: enough for a second token
+QUICK_LAYERS = 2
+SEED = 0
+ANSWER_WORD = "cat"  # a COCO category, so the detector scores every answer token
+PIN_INPUT, PIN_OUTPUT = 100.0, 10.0
+INSPECT_PROBES = ("logit_lens", "attention", "detector", "drift")  # what one Inspect press runs, in order
+MITIGATE_DEFAULTS = {"alpha": 1.0, "beta": 0.1, "noise_step": 500, "keep_ratio": 0.17}  # the Mitigate tab's sliders
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# SmolVLM through Idefics3Processor: SmolVLMProcessor needs num2words and a torchvision video
+# processor, and expands images into the same text (see tiny_models.idefics_processor).
+PROCESSOR_CLASSES: dict[str, tuple[type[ProcessorMixin], type[BaseImageProcessor]]] = {
+    "smolvlm": (Idefics3Processor, SmolVLMImageProcessorPil),
+    "qwen2_vl": (Qwen2VLImageOnlyProcessor, Qwen2VLImageProcessorPil),
+    "llava": (LlavaProcessor, CLIPImageProcessorPil),
+    "llava_next": (LlavaNextProcessor, LlavaNextImageProcessorPil),
+}
+
+ROW_FORWARD = "plain forward (prompt + answer)"
+ROW_RUN = "run: generate + capture"
+ROW_PRESS = "Inspect press (the four)"
+ROW_FRESH = "Inspect press, new image (run + four)"
+ROW_SLIDER = "layer slider (show_token)"
+ROW_TOKEN = "token click (show_token)"
+ROW_PATCH = "patch click (show_patch)"
+ROW_ATTRIBUTION = "attribution (default settings)"
+ROW_SESSION = "session.generate (greedy)"
+ROW_PLAIN_GENERATE = "plain model.generate"
+ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
+                         ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION, *(f"Mitigate: {m}" for m in METHODS),
+                         ROW_SESSION, ROW_PLAIN_GENERATE)
+
+
+def load_shape(name: str) -> dict:
+    """The shape's JSON from ``bench/shapes/``; unknown names list the shapes there."""
+    path = SHAPES_DIR / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SHAPES_DIR.glob("*.json")))
+        raise SystemExit(f"error: no shape {name!r} in {SHAPES_DIR} (known: {known})")
+    return json.loads(path.read_text())
+
+
+def build_processor(shape: dict) -> ProcessorMixin:
+    """The family's processor with the published image-processor settings and a word-level tokenizer
+    holding the family's special tokens and chat template (token ids are small and valid; the
+    model's vocabulary size comes from its config)."""
+    chat = shape["chat"]
+    template = chat_template(ChatFormat(bos=chat["bos"], image=chat["image"], generation=chat["generation"],
+                                        turns={role: (open_, close) for role, (open_, close) in chat["turns"].items()}))
+    tokenizer = build_tokenizer(TokenSpec(**{**shape["tokens"], "extras": tuple(shape["tokens"]["extras"])}), template)
+    processor_class, image_processor_class = PROCESSOR_CLASSES[shape["family"]]
+    return processor_class(image_processor=image_processor_class(**shape["image_processor"]), tokenizer=tokenizer,
+                           chat_template=template, **shape["processor"])
+
+
+def build_config(shape: dict, tokenizer, quick: bool) -> transformers.PretrainedConfig:
+    """The published config with the tokenizer's ids for the special tokens, the built layer count
+    (the shape's stated subset, or 2 in quick mode, where the vision tower gets 2 layers too)."""
+    values = copy.deepcopy(shape["config"])
+    values.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in shape["token_fields"].items()})
+    text = values.get("text_config", values)  # Qwen2-VL's published config is flat
+    text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+    if quick or shape["decoder_layers"]:
+        text["num_hidden_layers"] = QUICK_LAYERS if quick else shape["decoder_layers"]
+    if quick:
+        vision = values["vision_config"]
+        vision["depth" if "depth" in vision else "num_hidden_layers"] = QUICK_LAYERS
+    return AutoConfig.for_model(**values)
+
+
+def pin_answer(model: PreTrainedModel, token_id: int) -> None:
+    """Make greedy decoding answer ``token_id`` at every step (see the module docstring): every
+    input embedding carries ``PIN_INPUT`` on coordinate 0, which outweighs the random layers'
+    contributions and stays positive through the final norm, and the unembedding row of
+    ``token_id`` reads that coordinate with weight ``PIN_OUTPUT``. Works with tied embeddings."""
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, 0] = PIN_INPUT
+        model.get_output_embeddings().weight[token_id, 0] += PIN_OUTPUT
+
+
+@dataclass
+class Built:
+    """A shape's session and what was built: layer counts (built / published), sizes, build time."""
+
+    session: ModelSession
+    decoder_layers: tuple[int, int]
+    vision_layers: tuple[int, int]
+    parameters: int
+    weight_bytes: int
+    seconds: float
+
+
+def _vision_layers(config: dict) -> int:
+    vision = config["vision_config"]
+    return vision["depth"] if "depth" in vision else vision["num_hidden_layers"]
+
+
+def build(shape: dict, quick: bool) -> Built:
+    """A random-weight model of ``shape`` (seeded, eval mode, the shape's dtype) in a ModelSession."""
+    start = time.perf_counter()
+    processor = build_processor(shape)
+    tokenizer = processor.tokenizer
+    config = build_config(shape, tokenizer, quick)
+    text = config.text_config
+    tokenizer.model_max_length = text.max_position_embeddings
+    torch.manual_seed(SEED)
+    model = AutoModelForImageTextToText.from_config(config, dtype=DTYPES[shape["dtype"]]).eval()
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    pin_answer(model, tokenizer.convert_tokens_to_ids(ANSWER_WORD))
+    published = shape["config"].get("text_config", shape["config"])["num_hidden_layers"]
+    built_vision = _vision_layers(config.to_dict())
+    return Built(session=ModelSession(model, processor, source=shape["name"], device="cpu"),
+                 decoder_layers=(text.num_hidden_layers, published),
+                 vision_layers=(built_vision, _vision_layers(shape["config"])),
+                 parameters=sum(p.numel() for p in model.parameters()),
+                 weight_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+                 seconds=time.perf_counter() - start)
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+
+
+def _status_bytes(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system, so a step's growth is its own."""
+    gc.collect()
+    _LIBC.malloc_trim(0)
+
+
+@dataclass
+class Cost:
+    """A step's median seconds per call (over ``samples`` calls) and the peak extra resident memory
+    of its first call; ``estimated`` when computed from timed parts instead of run."""
+
+    seconds: float
+    samples: int
+    peak_bytes: int
+    estimated: bool = False
+
+
+@dataclass
+class Timer:
+    """Times steps: up to ``repeats`` calls, fewer when they would take longer than ``budget`` s."""
+
+    repeats: int
+    budget: float
+
+    def measure(self, fn: Callable[[], T]) -> tuple[Cost, T]:
+        """``fn``'s cost and its last result. The first call also measures peak memory (the high-water
+        mark reset just before it); it counts as a sample, so a slow step is run once."""
+        release_memory()
+        start = _status_bytes("VmRSS:")
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+        began = time.perf_counter()
+        result = fn()
+        times = [time.perf_counter() - began]
+        peak = max(0, _status_bytes("VmHWM:") - start)
+        calls = min(self.repeats, max(1, int(self.budget // max(times[0], 1e-6))))
+        for _ in range(calls - 1):
+            began = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - began)
+        return Cost(statistics.median(times), len(times), peak), result
+
+
+@dataclass
+class Row:
+    """One line of a shape's table: ``value`` in ``unit`` ("s", or "ms/token" for decoding rows) and
+    its ratio to ``basis``."""
+
+    label: str
+    value: float
+    unit: str
+    ratio: float
+    basis: str
+    peak_bytes: int
+    samples: int
+    estimated: bool = False
+
+
+@dataclass
+class AttributionPlan:
+    """What one attribution with default settings costs: model evaluations without gradients
+    (occlusion's ablations plus captum's baseline and convergence-delta passes) and integration
+    steps with gradients (to the pixels and to the prompt's input embeddings), each kind timed once."""
+
+    evaluations: int
+    ig_steps: int
+    forward: Cost
+    pixel_step: Cost
+    embedding_step: Cost
+
+    @property
+    def seconds(self) -> float:
+        return (self.evaluations * self.forward.seconds
+                + self.ig_steps * (self.pixel_step.seconds + self.embedding_step.seconds))
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.forward.peak_bytes, self.pixel_step.peak_bytes, self.embedding_step.peak_bytes)
+
+
+def _answer_log_prob(session: ModelSession, inputs: dict, position: int, token: int) -> torch.Tensor:
+    """The log-probability of ``token`` at ``position``: what the attribution probe explains."""
+    logits = session.model(**inputs).logits[0, position].float()
+    return torch.log_softmax(logits, dim=-1)[token]
+
+
+def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> AttributionPlan:
+    """Time one step of each kind the attribution probe (``probes.attribution``) takes for answer
+    token 0 with default parameters, and count the steps.
+
+    Evaluations: the probe's own log-probability, captum's initial evaluation and one per
+    occluded feature (each region of image tokens that covers pixels, plus the pixels no token
+    covers), two convergence-delta passes for pixel integrated gradients, and for prompt
+    integrated gradients two passes reading the embedding layer (inputs, baseline) and two
+    convergence-delta passes.
+    """
+    params = get_probe("attribution").params()
+    position = run.answer_positions[params.answer_index]
+    token = run.token_map.input_ids[position]
+    inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:position])
+    groups = session.adapter.pixel_token_groups(inputs)
+    regions = occlusion_regions(run.token_map, params.occlusion_regions)
+    features = torch.unique(regions[groups[groups >= 0]]).numel() + int(bool((groups < 0).any()))
+    embedding = session.adapter.embeddings()
+
+    def pixel_step() -> None:
+        pixels = inputs["pixel_values"].float().clone().requires_grad_()
+        _answer_log_prob(session, {**inputs, "pixel_values": pixels}, position - 1, token).backward()
+
+    def embedding_step() -> None:
+        def track(module, args, output: torch.Tensor) -> torch.Tensor:
+            return output.requires_grad_()
+        handle = embedding.register_forward_hook(track)
+        try:
+            _answer_log_prob(session, inputs, position - 1, token).backward()
+        finally:
+            handle.remove()
+
+    forward, _ = timer.measure(lambda: session.call(lambda: _answer_log_prob(session, inputs, position - 1, token)))
+    pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True))
+    embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True))
+    return AttributionPlan(evaluations=features + 8, ig_steps=params.ig_steps, forward=forward, pixel_step=pixel,
+                           embedding_step=embedded)
+
+
+@dataclass
+class ShapeReport:
+    """Everything measured for one shape, as printed and saved."""
+
+    name: str
+    source: str
+    dtype: str
+    decoder_layers: tuple[int, int]
+    vision_layers: tuple[int, int]
+    parameters: int
+    weight_bytes: int
+    build_seconds: float
+    image_size: list
+    image_tokens: int
+    prompt_tokens: int
+    answer_tokens: int
+    rows: list[Row]
+    attribution: dict = field(default_factory=dict)
+
+
+def _steps(generation: Generation) -> int:
+    """Decoding steps a generation took (tokens after the prompt, an end token included)."""
+    return len(generation.sequence) - generation.prompt.length
+
+
+def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: float) -> ShapeReport:
+    """Build ``shape`` and measure every row of its table (see the module docstring)."""
+    built = build(shape, quick)
+    session = built.session
+    image = sample_image(*shape["image_size"], seed=SEED)
+    request = ProbeRequest(image, PROMPT, QUICK_NEW_TOKENS if quick else NEW_TOKENS)
+
+    run_cost, run = timer.measure(lambda: compute_run(session, request))
+    if len(run.token_map.image_positions) != shape["image_tokens"]:
+        raise RuntimeError(f"{shape['name']}: {len(run.token_map.image_positions)} image tokens, "
+                           f"the published layout gives {shape['image_tokens']}")
+    cache_for(session).put(request_key(request), run)  # what the probes of an Inspect press read
+    answer = run.token_map.input_ids[run.prepared.length:]
+    inputs = session.extend_inputs(run.prepared.inputs, answer)
+
+    def plain_forward() -> None:
+        with torch.inference_mode():
+            session.model(**inputs)
+
+    forward, _ = timer.measure(plain_forward)
+    probes = {name: timer.measure(lambda name=name: run_probe(session, name, request)) for name in INSPECT_PROBES}
+    state = Inspection(image=np.asarray(load_image(image)), lens=probes["logit_lens"][1],
+                       attention=probes["attention"][1], detector=probes["detector"][1], drift=probes["drift"][1],
+                       request=request)
+    layer = session.n_layers // 2  # where the tab's slider starts
+    other_layer = session.n_layers - 1 if layer != session.n_layers - 1 else 0
+    width, height = image.size
+    views = {ROW_SLIDER: timer.measure(lambda: show_token(state, 0, other_layer))[0],
+             ROW_TOKEN: timer.measure(lambda: show_token(state, 1, layer))[0],
+             ROW_PATCH: timer.measure(lambda: show_patch(state, 0, width / 2, height / 2))[0]}
+
+    prepared = session.prepare(image, PROMPT)
+    settings = method_settings(list(METHODS), sid_layer=sid_layer(session), **MITIGATE_DEFAULTS)
+    decoded = {}
+    for name, params in settings.items():
+        strategy = strategy_by_name(name, **params)
+        cost, generation = timer.measure(
+            lambda strategy=strategy: session.generate(prepared, max_new_tokens=request.max_new_tokens,
+                                                       strategy=strategy))
+        decoded[name] = (cost, _steps(generation))
+
+    def plain_generate() -> torch.Tensor:
+        with torch.inference_mode():
+            return session.model.generate(**prepared.inputs, max_new_tokens=request.max_new_tokens, do_sample=False,
+                                          eos_token_id=session.eos_ids, pad_token_id=session.tokenizer.pad_token_id)
+
+    plain_cost, sequences = timer.measure(plain_generate)
+    plain_steps = sequences.shape[1] - prepared.inputs["input_ids"].shape[1]
+
+    plan = plan_attribution(session, run, timer)
+    attribution = Cost(plan.seconds, 1, plan.peak_bytes, estimated=True)
+    if plan.seconds <= attribution_budget:
+        attribution = Timer(1, 0.0).measure(lambda: run_probe(session, "attribution", request))[0]
+
+    base = forward.seconds
+
+    def per_call(label: str, cost: Cost) -> Row:
+        return Row(label, cost.seconds, "s", cost.seconds / base, "forward", cost.peak_bytes, cost.samples,
+                   cost.estimated)
+
+    press = sum(cost.seconds for cost, _ in probes.values())
+    rows = [per_call(ROW_FORWARD, forward), per_call(ROW_RUN, run_cost),
+            *(per_call(f"Inspect: {name}", cost) for name, (cost, _) in probes.items()),
+            Row(ROW_PRESS, press, "s", press / base, "forward", max(c.peak_bytes for c, _ in probes.values()),
+                min(c.samples for c, _ in probes.values())),
+            Row(ROW_FRESH, press + run_cost.seconds, "s", (press + run_cost.seconds) / base, "forward",
+                max(run_cost.peak_bytes, *(c.peak_bytes for c, _ in probes.values())), run_cost.samples),
+            *(per_call(label, cost) for label, cost in views.items()),
+            per_call(ROW_ATTRIBUTION, attribution)]
+    greedy_cost, greedy_steps = decoded["greedy"]
+    greedy = greedy_cost.seconds / greedy_steps
+    for name, (cost, steps) in decoded.items():
+        per_token = cost.seconds / steps
+        rows.append(Row(f"Mitigate: {name}", per_token * 1e3, "ms/token", per_token / greedy, "greedy",
+                        cost.peak_bytes, cost.samples))
+    plain = plain_cost.seconds / plain_steps
+    rows += [Row(ROW_SESSION, greedy * 1e3, "ms/token", greedy / plain, "model.generate", greedy_cost.peak_bytes,
+                 greedy_cost.samples),
+             Row(ROW_PLAIN_GENERATE, plain * 1e3, "ms/token", 1.0, "model.generate", plain_cost.peak_bytes,
+                 plain_cost.samples)]
+    return ShapeReport(
+        name=shape["name"], source=shape["source"], dtype=shape["dtype"], decoder_layers=built.decoder_layers,
+        vision_layers=built.vision_layers, parameters=built.parameters, weight_bytes=built.weight_bytes,
+        build_seconds=built.seconds, image_size=shape["image_size"], image_tokens=len(run.token_map.image_positions),
+        prompt_tokens=run.prepared.length, answer_tokens=len(answer), rows=rows,
+        attribution={"evaluations": plan.evaluations, "ig_steps": plan.ig_steps,
+                     "forward_seconds": plan.forward.seconds, "pixel_step_seconds": plan.pixel_step.seconds,
+                     "embedding_step_seconds": plan.embedding_step.seconds, "predicted_seconds": plan.seconds,
+                     "ran": not attribution.estimated})
+
+
+def machine() -> dict:
+    """The machine and libraries the numbers come from (a loaded machine shifts every time)."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "torch_threads": torch.get_num_threads(), "memory_bytes": _meminfo("MemTotal:"),
+            "available_bytes": _meminfo("MemAvailable:"), "load_average": list(os.getloadavg()),
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _meminfo(field_name: str) -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field_name):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field_name} not in /proc/meminfo")
+
+
+def print_machine(info: dict) -> None:
+    print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
+          f"torch threads {info['torch_threads']}, {info['memory_bytes'] / 2**30:.1f} GiB "
+          f"({info['available_bytes'] / 2**30:.1f} available), load average "
+          f"{' '.join(f'{x:.2f}' for x in info['load_average'])}")
+    print(f"python {info['python']}, torch {info['torch']}, transformers {info['transformers']}")
+
+
+def _number(value: float) -> str:
+    """A readable number without exponent: thousands separated, three significant digits below 1."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return np.format_float_positional(value, precision=3, unique=False, fractional=False)
+
+
+def print_report(report: ShapeReport, quick: bool) -> None:
+    """One shape's table; ratios read "x forward" (one plain forward of this run), "x greedy" or
+    "x model.generate"; "est." marks an estimate."""
+    (layers, published), (vision, vision_published) = report.decoder_layers, report.vision_layers
+    print(f"\n== {report.name}{' (quick)' if quick else ''}: {report.source}")
+    print(f"   built {layers} of {published} decoder layers, {vision} of {vision_published} vision layers, "
+          f"{report.dtype}, {report.parameters / 1e6:,.0f} M parameters ({report.weight_bytes / 2**30:.2f} GiB) "
+          f"in {report.build_seconds:.1f} s; image {report.image_size[0]}x{report.image_size[1]} -> "
+          f"{report.image_tokens} image tokens, prompt {report.prompt_tokens} + answer {report.answer_tokens} tokens")
+    print(f"   {'step':<40}{'time':>16}  {'ratio':<24}{'peak extra':>12}{'n':>4}")
+    for row in report.rows:
+        value = f"{_number(row.value)} {row.unit}"
+        ratio = f"{'est. ' if row.estimated else ''}{_number(row.ratio)} x {row.basis}"
+        print(f"   {row.label:<40}{value:>16}  {ratio:<24}{row.peak_bytes / 2**20:>8.0f} MiB{row.samples:>4}")
+    plan = report.attribution
+    print(f"   attribution: {plan['evaluations']} evaluations x {plan['forward_seconds']:.3g} s + {plan['ig_steps']} x "
+          f"({plan['pixel_step_seconds']:.3g} s pixel step + {plan['embedding_step_seconds']:.3g} s embedding step) "
+          f"= {plan['predicted_seconds']:.4g} s{'' if plan['ran'] else ' (estimated, not run)'}")
+
+
+def main(argv: list[str] | None = None) -> list[ShapeReport]:
+    """Parse the options, bench each shape in turn (printing its table as soon as it is done and
+    saving the JSON after each shape, so a long run keeps what it finished), return the reports."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names from bench/shapes/")
+    parser.add_argument("--repeats", type=int, default=None, help="calls per step, median taken (default 3; quick 1)")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds a step's repeats may take; a slower step is called once (default 60)")
+    parser.add_argument("--attribution-budget", type=float, default=None,
+                        help="run attribution when its estimate is below this many seconds, else report the estimate "
+                             "(default 900; quick 0, always estimated)")
+    parser.add_argument("--quick", action="store_true", help="2 decoder and 2 vision layers, 4 answer tokens: a smoke test")
+    parser.add_argument("--json", type=Path, help="save the numbers here")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+    shapes = [load_shape(n) for n in names]
+    repeats = args.repeats if args.repeats is not None else 1 if args.quick else 3
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+    timer = Timer(repeats, args.budget)
+    attribution_budget = args.attribution_budget if args.attribution_budget is not None else 0 if args.quick else 900
+    info = machine()
+    print_machine(info)
+    reports = []
+    for shape in shapes:
+        reports.append(bench_shape(shape, args.quick, timer, attribution_budget))
+        print_report(reports[-1], args.quick)
+        release_memory()
+        if args.json:
+            atomic_write_json(args.json, {"machine": info, "quick": args.quick, "repeats": repeats,
+                                          "shapes": {r.name: asdict(r) for r in reports}})
+    return reports
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""`python -m bench.realsize --quick` on the two smallest shapes: a smoke test that every shape builds
+offline from its JSON and every step of the studio runs on it. It checks the printed tables hold
+every row with a finite positive ratio, and the saved JSON the same; never how long anything took."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.realsize import ROWS
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = ("smolvlm-256m", "qwen2-vl-2b")
+RATIO = re.compile(r"(?:est\. )?(?P<ratio>[0-9][0-9.,]*) x (?:forward|greedy|model\.generate)\b")
+
+
+def tables(stdout: str) -> dict[str, dict[str, str]]:
+    """Each shape's table as {row label: the rest of its line}, from the printed output."""
+    out: dict[str, dict[str, str]] = {}
+    current = None
+    for line in stdout.splitlines():
+        heading = re.match(r"== (\S+) \(quick\):", line)
+        if heading:
+            current = out.setdefault(heading.group(1), {})
+        elif current is not None:
+            label = line[3:43].rstrip()
+            if label in ROWS:
+                current[label] = line[43:]
+    return out
+
+
+def test_quick_run_prints_every_row_with_finite_positive_ratios(tmp_path):
+    saved = tmp_path / "realsize.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench.realsize", "--quick", "--shapes", ",".join(SHAPES),
+                           "--json", str(saved)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.startswith("machine: "), proc.stdout[:500]
+    printed = tables(proc.stdout)
+    assert sorted(printed) == sorted(SHAPES), proc.stdout
+    for shape, rows in printed.items():
+        assert set(rows) == set(ROWS), f"{shape}: missing {sorted(set(ROWS) - set(rows))}"
+        for label, rest in rows.items():
+            match = RATIO.search(rest)
+            assert match, f"{shape} / {label}: no ratio in {rest!r}"
+            ratio = float(match.group("ratio").replace(",", ""))
+            assert math.isfinite(ratio) and ratio > 0, f"{shape} / {label}: ratio {ratio}"
+    data = json.loads(saved.read_text())
+    assert data["quick"] is True and sorted(data["shapes"]) == sorted(SHAPES)
+    for shape, report in data["shapes"].items():
+        assert [row["label"] for row in report["rows"]] == list(ROWS), shape
+        for row in report["rows"]:
+            assert math.isfinite(row["ratio"]) and row["ratio"] > 0, (shape, row)
+            assert math.isfinite(row["value"]) and row["value"] > 0, (shape, row)
+        assert report["decoder_layers"][0] == 2 and report["vision_layers"][0] == 2, shape
