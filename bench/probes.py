@@ -18,7 +18,7 @@ import torch
 from probes import ProbeRequest, run_probe
 from probes.logit_lens import sweep
 from probes.runs import get_run
-from studio import inspect_tab
+from studio.ui import inspect_tab
 from studio.engine.session import ModelSession
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import render
@@ -73,7 +73,7 @@ def main() -> None:
 
     *_, panels = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens,
                                      progress=lambda *a, **k: None)  # a generator: its last yield is the panels
-    state = panels[0]
+    state = panels["state"]
     layer = state.lens.top_ids.shape[0] // 2
     refresh = median_seconds(lambda: inspect_tab.show_token(state, 1, layer), args.repeats)
     patch = median_seconds(lambda: inspect_tab.show_patch(state, 1, 20.0, 20.0), args.repeats)

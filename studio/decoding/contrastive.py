@@ -68,19 +68,17 @@ class ContrastProcessor(LogitsProcessor):
     trace of each step's expert, amateur and contrast scores of the first pair."""
 
     def __init__(self, batch: ContrastiveBatch, alpha: float, beta: float) -> None:
-        self.experts, self.amateurs = list(batch.experts), list(batch.amateurs)
+        self.n = batch.answers  # experts are rows 0..n-1, their amateurs n..2n-1 (ContrastiveBatch)
         self.alpha, self.beta = alpha, beta
         self.trace: dict[str, list] = {"expert": [], "amateur": [], "contrast": []}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        expert, amateur = scores[self.experts], scores[self.amateurs]
+        expert, amateur = scores[:self.n], scores[self.n:]
         mixed = contrast(expert, amateur, self.alpha, self.beta)
         self.trace["expert"].append(expert[0].detach().float().cpu())
         self.trace["amateur"].append(amateur[0].detach().float().cpu())
         self.trace["contrast"].append(mixed[0].detach().cpu())
-        out = torch.empty_like(scores, dtype=mixed.dtype)
-        out[self.experts], out[self.amateurs] = mixed, mixed
-        return cast(torch.FloatTensor, out.to(scores.dtype))
+        return cast(torch.FloatTensor, torch.cat([mixed, mixed]).to(scores.dtype))
 
 
 @dataclass(frozen=True)
