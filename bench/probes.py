@@ -18,8 +18,8 @@ import torch
 from probes import ProbeRequest, run_probe
 from probes.logit_lens import sweep
 from probes.runs import get_run
-from studio.ui import inspect_tab
 from studio.engine.session import ModelSession
+from studio.ui import inspect_tab
 from studio.world.language import CAPTION_PROMPT
 from studio.world.render import render
 from studio.world.scenes import sample_scene

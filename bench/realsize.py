@@ -10,12 +10,13 @@ its source), with the library's PIL image processors set as published and a word
 
 Per shape, in one process, it prints one table: each cost as a ratio to ONE plain forward over
 prompt + answer measured in the same run (median of up to ``--repeats`` calls, fewer when a call
-is slow, see ``--budget``): the run (``probes.runs.compute_run``: generate + capture), each probe
-of one Inspect press and their sum, the Inspect tab's redraws from stored results (layer slider,
-token click, patch click), attribution with default settings (estimated from one timed step of
-each kind when a full run would exceed ``--attribution-budget``, marked "est."), the Mitigate
-methods in ms/token as ratios to greedy, and ``session.generate`` against plain
-``model.generate`` on the same inputs.
+is slow, see ``--budget``): the run (``probes.runs.compute_run``: the greedy answer with every
+layer's states captured), each probe of one Inspect press (on that cached run, in the tab's
+order) and their sum, the Inspect tab's redraws from stored results (layer slider, token click,
+patch click), attribution with default settings (estimated from one timed step of each kind
+when its estimate exceeds ``--attribution-budget``, marked "est."), the Mitigate methods in
+ms/token (decoding time over decoded tokens, prompt pass included) as ratios to greedy, and
+``session.generate`` against plain ``model.generate`` on the same inputs with no hooks.
 
 Peak extra memory: the growth of the process's resident-set high-water mark (``VmHWM``, reset
 through ``/proc/self/clear_refs`` before the step, after ``gc`` and ``malloc_trim``) over its
@@ -26,13 +27,14 @@ resident before the step.
 The answer is pinned: coordinate 0 of every input embedding is set large and the unembedding
 row of "cat" reads it, so greedy decoding of the random model says "cat" at every step. Random
 weights otherwise answer with ids the word-level tokenizer cannot spell, so the detector would
-find no object word and skip its lens over the image positions, and decoding could stop early
-at a random end token; pinned, every method decodes exactly the requested number of tokens.
+find no object word to score, and decoding could stop early at a random end token; pinned, the
+detector scores every answer token and every method decodes exactly the requested tokens.
 
     python -m bench.realsize [--shapes smolvlm-256m,qwen2-vl-2b] [--repeats 3] [--quick] [--json FILE]
 
 ``--quick`` cuts every shape to 2 decoder layers and a 2-layer vision tower, keeping the widths,
-vocabulary and token layout, answers 4 tokens and times each step once: a smoke test.
+vocabulary and token layout, answers 4 tokens, times each step once and always estimates
+attribution: a smoke test of every step on every layout, not a measurement.
 """
 from __future__ import annotations
 
@@ -367,38 +369,34 @@ def _steps(generation: Generation) -> int:
     return len(generation.sequence) - generation.prompt.length
 
 
-def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: float) -> ShapeReport:
-    """Build ``shape`` and measure every row of its table (see the module docstring)."""
-    built = build(shape, quick)
-    session = built.session
-    image = sample_image(*shape["image_size"], seed=SEED)
-    request = ProbeRequest(image, PROMPT, QUICK_NEW_TOKENS if quick else NEW_TOKENS)
-
-    run_cost, run = timer.measure(lambda: compute_run(session, request))
+def checked_run(shape: dict, run: Run, request: ProbeRequest) -> Run:
+    """``run`` when it has the published image-token count and the pinned answer, else an error:
+    every row's meaning depends on both."""
     if len(run.token_map.image_positions) != shape["image_tokens"]:
         raise RuntimeError(f"{shape['name']}: {len(run.token_map.image_positions)} image tokens, "
                            f"the published layout gives {shape['image_tokens']}")
-    cache_for(session).put(request_key(request), run)  # what the probes of an Inspect press read
-    answer = run.token_map.input_ids[run.prepared.length:]
-    inputs = session.extend_inputs(run.prepared.inputs, answer)
+    if [t.strip() for t in run.answer_tokens] != [ANSWER_WORD] * request.max_new_tokens:
+        raise RuntimeError(f"{shape['name']}: the answer {run.answer_tokens[:8]} is not pinned to {ANSWER_WORD!r}")
+    return run
 
-    def plain_forward() -> None:
-        with torch.inference_mode():
-            session.model(**inputs)
 
-    forward, _ = timer.measure(plain_forward)
-    probes = {name: timer.measure(lambda name=name: run_probe(session, name, request)) for name in INSPECT_PROBES}
-    state = Inspection(image=np.asarray(load_image(image)), lens=probes["logit_lens"][1],
-                       attention=probes["attention"][1], detector=probes["detector"][1], drift=probes["drift"][1],
-                       request=request)
-    layer = session.n_layers // 2  # where the tab's slider starts
-    other_layer = session.n_layers - 1 if layer != session.n_layers - 1 else 0
-    width, height = image.size
-    views = {ROW_SLIDER: timer.measure(lambda: show_token(state, 0, other_layer))[0],
-             ROW_TOKEN: timer.measure(lambda: show_token(state, 1, layer))[0],
-             ROW_PATCH: timer.measure(lambda: show_patch(state, 0, width / 2, height / 2))[0]}
+def measure_views(state: Inspection, timer: Timer) -> dict[str, Cost]:
+    """The Inspect tab's redraws from stored results: the layer slider moved off its start, another
+    answer token clicked, the image's centre patch clicked (the handlers the app calls)."""
+    layers = state.lens.top_ids.shape[0]
+    layer = layers // 2  # where the tab's slider starts
+    other = layers - 1 if layer != layers - 1 else 0
+    height, width = state.image.shape[:2]
+    return {ROW_SLIDER: timer.measure(lambda: show_token(state, 0, other))[0],
+            ROW_TOKEN: timer.measure(lambda: show_token(state, 1, layer))[0],
+            ROW_PATCH: timer.measure(lambda: show_patch(state, 0, width / 2, height / 2))[0]}
 
-    prepared = session.prepare(image, PROMPT)
+
+def measure_decoding(session: ModelSession, request: ProbeRequest,
+                     timer: Timer) -> tuple[dict[str, tuple[Cost, int]], tuple[Cost, int]]:
+    """Each Mitigate method through ``session.generate`` with the tab's default settings, and plain
+    ``model.generate`` on the same inputs with no hooks: (cost, decoding steps) of each."""
+    prepared = session.prepare(request.image, request.prompt)
     settings = method_settings(list(METHODS), sid_layer=sid_layer(session), **MITIGATE_DEFAULTS)
     decoded = {}
     for name, params in settings.items():
@@ -413,45 +411,71 @@ def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: floa
             return session.model.generate(**prepared.inputs, max_new_tokens=request.max_new_tokens, do_sample=False,
                                           eos_token_id=session.eos_ids, pad_token_id=session.tokenizer.pad_token_id)
 
-    plain_cost, sequences = timer.measure(plain_generate)
-    plain_steps = sequences.shape[1] - prepared.inputs["input_ids"].shape[1]
+    cost, sequences = timer.measure(plain_generate)
+    return decoded, (cost, sequences.shape[1] - prepared.inputs["input_ids"].shape[1])
 
+
+def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[str, Cost], attribution: Cost,
+               decoded: dict[str, tuple[Cost, int]], plain: tuple[Cost, int]) -> list[Row]:
+    """The rows of :data:`ROWS`, in order. A press's peak is its largest step's (steps run one after
+    another and keep small results)."""
+    def per_call(label: str, cost: Cost) -> Row:
+        return Row(label, cost.seconds, "s", cost.seconds / forward.seconds, "forward", cost.peak_bytes, cost.samples,
+                   cost.estimated)
+
+    press = Cost(sum(c.seconds for c in probes.values()), min(c.samples for c in probes.values()),
+                 max(c.peak_bytes for c in probes.values()))
+    fresh = Cost(press.seconds + run.seconds, min(press.samples, run.samples), max(press.peak_bytes, run.peak_bytes))
+    rows = [per_call(ROW_FORWARD, forward), per_call(ROW_RUN, run),
+            *(per_call(f"Inspect: {name}", cost) for name, cost in probes.items()),
+            per_call(ROW_PRESS, press), per_call(ROW_FRESH, fresh),
+            *(per_call(label, cost) for label, cost in views.items()), per_call(ROW_ATTRIBUTION, attribution)]
+    greedy_cost, greedy_steps = decoded["greedy"]
+    greedy = greedy_cost.seconds / greedy_steps
+    for name, (cost, steps) in decoded.items():
+        rows.append(Row(f"Mitigate: {name}", cost.seconds / steps * 1e3, "ms/token", cost.seconds / steps / greedy,
+                        "greedy", cost.peak_bytes, cost.samples))
+    plain_cost, plain_steps = plain
+    per_token = plain_cost.seconds / plain_steps
+    return rows + [Row(ROW_SESSION, greedy * 1e3, "ms/token", greedy / per_token, "model.generate",
+                       greedy_cost.peak_bytes, greedy_cost.samples),
+                   Row(ROW_PLAIN_GENERATE, per_token * 1e3, "ms/token", 1.0, "model.generate", plain_cost.peak_bytes,
+                       plain_cost.samples)]
+
+
+def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: float) -> ShapeReport:
+    """Build ``shape`` and measure every row of its table (see the module docstring)."""
+    built = build(shape, quick)
+    session = built.session
+    image = sample_image(*shape["image_size"], seed=SEED)
+    request = ProbeRequest(image, PROMPT, QUICK_NEW_TOKENS if quick else NEW_TOKENS)
+    run_cost, run = timer.measure(lambda: compute_run(session, request))
+    cache_for(session).put(request_key(request), checked_run(shape, run, request))  # what an Inspect press reads
+    answer = run.token_map.input_ids[run.prepared.length:]
+    inputs = session.extend_inputs(run.prepared.inputs, answer)
+
+    def plain_forward() -> None:
+        with torch.inference_mode():
+            session.model(**inputs)
+
+    forward, _ = timer.measure(plain_forward)
+    probes = {name: timer.measure(lambda name=name: run_probe(session, name, request)) for name in INSPECT_PROBES}
+    state = Inspection(image=np.asarray(load_image(image)), lens=probes["logit_lens"][1],
+                       attention=probes["attention"][1], detector=probes["detector"][1], drift=probes["drift"][1],
+                       request=request)
+    views = measure_views(state, timer)
+    decoded, plain = measure_decoding(session, request, timer)
     plan = plan_attribution(session, run, timer)
     attribution = Cost(plan.seconds, 1, plan.peak_bytes, estimated=True)
     if plan.seconds <= attribution_budget:
         attribution = Timer(1, 0.0).measure(lambda: run_probe(session, "attribution", request))[0]
-
-    base = forward.seconds
-
-    def per_call(label: str, cost: Cost) -> Row:
-        return Row(label, cost.seconds, "s", cost.seconds / base, "forward", cost.peak_bytes, cost.samples,
-                   cost.estimated)
-
-    press = sum(cost.seconds for cost, _ in probes.values())
-    rows = [per_call(ROW_FORWARD, forward), per_call(ROW_RUN, run_cost),
-            *(per_call(f"Inspect: {name}", cost) for name, (cost, _) in probes.items()),
-            Row(ROW_PRESS, press, "s", press / base, "forward", max(c.peak_bytes for c, _ in probes.values()),
-                min(c.samples for c, _ in probes.values())),
-            Row(ROW_FRESH, press + run_cost.seconds, "s", (press + run_cost.seconds) / base, "forward",
-                max(run_cost.peak_bytes, *(c.peak_bytes for c, _ in probes.values())), run_cost.samples),
-            *(per_call(label, cost) for label, cost in views.items()),
-            per_call(ROW_ATTRIBUTION, attribution)]
-    greedy_cost, greedy_steps = decoded["greedy"]
-    greedy = greedy_cost.seconds / greedy_steps
-    for name, (cost, steps) in decoded.items():
-        per_token = cost.seconds / steps
-        rows.append(Row(f"Mitigate: {name}", per_token * 1e3, "ms/token", per_token / greedy, "greedy",
-                        cost.peak_bytes, cost.samples))
-    plain = plain_cost.seconds / plain_steps
-    rows += [Row(ROW_SESSION, greedy * 1e3, "ms/token", greedy / plain, "model.generate", greedy_cost.peak_bytes,
-                 greedy_cost.samples),
-             Row(ROW_PLAIN_GENERATE, plain * 1e3, "ms/token", 1.0, "model.generate", plain_cost.peak_bytes,
-                 plain_cost.samples)]
     return ShapeReport(
         name=shape["name"], source=shape["source"], dtype=shape["dtype"], decoder_layers=built.decoder_layers,
         vision_layers=built.vision_layers, parameters=built.parameters, weight_bytes=built.weight_bytes,
         build_seconds=built.seconds, image_size=shape["image_size"], image_tokens=len(run.token_map.image_positions),
-        prompt_tokens=run.prepared.length, answer_tokens=len(answer), rows=rows,
+        prompt_tokens=run.prepared.length, answer_tokens=len(answer),
+        rows=table_rows(forward, run_cost, {name: cost for name, (cost, _) in probes.items()}, views, attribution,
+                        decoded, plain),
         attribution={"evaluations": plan.evaluations, "ig_steps": plan.ig_steps,
                      "forward_seconds": plan.forward.seconds, "pixel_step_seconds": plan.pixel_step.seconds,
                      "embedding_step_seconds": plan.embedding_step.seconds, "predicted_seconds": plan.seconds,
