@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
+from studio.benchmarks.intervals import paired_bootstrap
 from studio.world.evaluate import (
     POPE_KINDS,
     Answer,
@@ -53,10 +52,6 @@ def metrics_from(total: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _sum(rows: np.ndarray, keys: list[str], index) -> dict[str, float]:
-    return dict(zip(keys, rows[index].sum(0)))
-
-
 @dataclass
 class MethodScore:
     method: str
@@ -69,23 +64,8 @@ class MethodScore:
 
 def bootstrap(method: list[dict], greedy: list[dict], n_boot: int = 1000, seed: int = 0) -> tuple[dict, dict, dict]:
     """(metric CI, difference to greedy, difference CI) over scene resamples, 95%."""
-    keys = sorted(method[0])
-    a = np.array([[c[k] for k in keys] for c in method], dtype=float)
-    b = np.array([[c[k] for k in keys] for c in greedy], dtype=float)
-    rng = np.random.default_rng(seed)
-    samples_a: dict[str, list[float]] = {m: [] for m in METRICS}
-    samples_d: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(a), len(a))
-        ma, mb = metrics_from(_sum(a, keys, idx)), metrics_from(_sum(b, keys, idx))
-        for m in METRICS:
-            samples_a[m].append(ma[m])
-            samples_d[m].append(ma[m] - mb[m])
-    full_a, full_b = metrics_from(dict(zip(keys, a.sum(0)))), metrics_from(dict(zip(keys, b.sum(0))))
-    ci = {m: [float(np.percentile(samples_a[m], 2.5)), float(np.percentile(samples_a[m], 97.5))] for m in METRICS}
-    diff = {m: full_a[m] - full_b[m] for m in METRICS}
-    diff_ci = {m: [float(np.percentile(samples_d[m], 2.5)), float(np.percentile(samples_d[m], 97.5))] for m in METRICS}
-    return ci, diff, diff_ci
+    interval = paired_bootstrap(method, greedy, metrics_from, n_boot=n_boot, seed=seed)
+    return interval.ci, interval.diff_to_greedy, interval.diff_ci
 
 
 def strategy_answerer(session, strategy) -> Answer:
