@@ -4,7 +4,7 @@ Each returns an :class:`AnswerResult`: the answer the intervention produced next
 baseline answer (greedy, unsteered, unclamped) for the same request, so a run exported from
 the Mitigate, Steer or Concepts tab re-runs and compares like any other probe. Steering and
 clamping read a file fitted to one model (directions, a dictionary); an empty path means
-the one shipped in ``assets/`` for the embedded model.
+the one shipped in ``studio/assets/`` for the embedded model.
 """
 from __future__ import annotations
 
@@ -37,9 +37,12 @@ class AnswerResult(ProbeResult):
 
 @dataclass
 class DecodeResult(AnswerResult):
-    """Adds ``probs`` [T] float32: the chosen token's probability under the method's final scores."""
+    """Adds ``probs`` [T] float32: each chosen token's probability under the distribution that chose it
+    (the method's final scores, after sampling warpers), and ``expert_probs`` [T] float32: the
+    model's own probability of it (equal to ``probs`` for greedy)."""
 
     probs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    expert_probs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     probe = "decode"
 
 
@@ -62,7 +65,7 @@ def _answer(session, ids: list[int]) -> tuple[str, list[str]]:
 
 
 def fit_reference(folder: str | Path | None, kind: str) -> str:
-    """How a request names a fitted folder: "" for the shipped ``assets/<kind>``, else its absolute path."""
+    """How a request names a fitted folder: "" for the shipped ``studio/assets/<kind>``, else its absolute path."""
     if not folder:
         return ""
     path = Path(folder).resolve()
@@ -130,7 +133,9 @@ class Decode(AnswerProbe):
         generation = session.generate(prepared, max_new_tokens=max_new_tokens, strategy=strategy)
         setting = params.method + "".join(f" {k}={v}" for k, v in sorted(params.settings.items()))
         return self.result(session, prepared, max_new_tokens, setting, [t.id for t in generation.tokens],
-                           probs=np.asarray([t.prob for t in generation.tokens], dtype=np.float32))
+                           probs=np.asarray([t.prob for t in generation.tokens], dtype=np.float32),
+                           expert_probs=np.asarray([t.prob if t.expert_prob is None else t.expert_prob
+                                                    for t in generation.tokens], dtype=np.float32))
 
 
 @dataclass(frozen=True)

@@ -137,13 +137,15 @@ def confidence_maps(session, run: Run, token_ids: list[int], images: list[int]) 
         targets, probs = tracked
         columns = [targets.tolist().index(t) for t in token_ids]
         return probs[:, images][..., columns].amax(0).T.float()
-    best = torch.zeros(len(token_ids), len(images))
     ids = torch.tensor(token_ids, dtype=torch.long)
-    with torch.inference_mode():
+
+    def decode() -> torch.Tensor:
+        best = torch.zeros(len(token_ids), len(images))
         for layer in range(run.hidden.shape[0]):
             probs = torch.softmax(session.adapter.lens(run.hidden[layer, images]).float(), dim=-1)
             best = torch.maximum(best, probs[:, ids].T.cpu())
-    return best
+        return best
+    return session.call(decode)  # the lens is the model's final norm and unembedding: a model call
 
 
 def _cell(tmap, position: int) -> tuple[int, int]:

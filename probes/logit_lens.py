@@ -57,7 +57,8 @@ def sweep(session, hidden: torch.Tensor, targets: torch.Tensor, top_k: int, chun
     top_ids = torch.empty(layers, seq, top_k, dtype=torch.long)
     top_probs = torch.empty(layers, seq, top_k)
     target_probs = torch.empty(layers, seq, len(targets))
-    with torch.inference_mode():
+
+    def decode() -> None:
         for layer in range(layers):
             for start in range(0, seq, chunk):
                 probs = torch.softmax(session.adapter.lens(hidden[layer, start:start + chunk]).float(), dim=-1)
@@ -65,6 +66,7 @@ def sweep(session, hidden: torch.Tensor, targets: torch.Tensor, top_k: int, chun
                 top_ids[layer, start:start + chunk] = indices.cpu()
                 top_probs[layer, start:start + chunk] = values.cpu()
                 target_probs[layer, start:start + chunk] = probs[:, targets].cpu()
+    session.call(decode)  # the final norm and unembedding are the model's: a model call like any other
     return top_ids, top_probs, target_probs
 
 
@@ -74,13 +76,15 @@ def answer_trajectory(session, run: Run, chunk: int = 16) -> tuple[np.ndarray, n
     positions = [run.predicting_position(i) for i in range(len(run.answer_positions))]
     ids = torch.tensor([run.token_map.input_ids[p] for p in run.answer_positions], dtype=torch.long)
     probs, ranks = [], []
-    with torch.inference_mode():
+
+    def decode() -> None:
         for start in range(0, len(positions), chunk):
             logits = session.adapter.lens(run.hidden[:, positions[start:start + chunk]]).float()
             wanted = ids[start:start + chunk].to(logits.device).expand(logits.shape[0], -1)[..., None]
             chosen = logits.gather(-1, wanted)
             ranks.append((logits > chosen).sum(-1).cpu())
             probs.append(torch.softmax(logits, dim=-1).gather(-1, wanted)[..., 0].cpu())
+    session.call(decode)
     if not probs:
         return np.zeros((run.hidden.shape[0], 0), np.float32), np.zeros((run.hidden.shape[0], 0), np.int32)
     return torch.cat(probs, 1).numpy().astype(np.float32), torch.cat(ranks, 1).numpy().astype(np.int32)

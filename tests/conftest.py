@@ -62,3 +62,27 @@ def serve(launch):
     """Launch a Blocks app (see ``launch``) and return a gradio_client for it."""
     from gradio_client import Client
     return lambda app, concurrency=1: Client(launch(app, concurrency), verbose=False)
+
+
+@pytest.fixture()
+def bare_venv(tmp_path):
+    """A new virtual environment without the studio, and the environment variables to run it with.
+
+    Its dependencies come from this environment's site-packages, listed as a plain path in a
+    ``.pth`` file: Python adds that folder to ``sys.path`` but runs none of the ``.pth`` files in
+    it (the editable install's finder among them), so only what is installed into the new
+    environment can provide ``studio``. Returns ``(python, env)``."""
+    import subprocess
+    import sys
+    import sysconfig
+    from pathlib import Path
+
+    root = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (Path(purelib) / "studio-test-dependencies.pth").write_text("".join(f"{p}\n" for p in ours))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return python, env

@@ -13,6 +13,7 @@ from studio.sharing.export import CELLS
 from studio.world.samples import load_samples
 
 INJECTION = '"""); import os; os.system("id")  #'
+WARNING = "warning: this re-run's environment differs from the export's"
 
 
 def _execute(folder):
@@ -21,15 +22,23 @@ def _execute(folder):
     return nb
 
 
+def _stderr(cell) -> str:
+    return "".join(o["text"] for o in cell.outputs if o.get("name") == "stderr")
+
+
 def _check_reruns_match(folder, n_runs):
     nb = nbformat.read(folder / "notebook.ipynb", as_version=4)
-    assert [c.source for c in nb.cells] == [text for _, text in CELLS], "code never depends on the request"
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert code == [text for kind, text in CELLS if kind == "code"], "code never depends on the request"
     assert all("os.system" not in c.source for c in nb.cells)
     ran = _execute(folder)
+    assert WARNING not in _stderr(ran.cells[2]), "same environment: no warning"
     shown = [o for o in ran.cells[3].outputs if "application/vnd.plotly.v1+json" in o.get("data", {})
              or "text/html" in o.get("data", {})]
     assert shown, "the notebook renders the figures"
-    printed = json.loads(ran.cells[-1].outputs[0]["text"])
+    summary, digests = ran.cells[-1].outputs[0]["text"].splitlines()
+    assert summary == f"all {n_runs} re-run(s) match the studio's results"
+    printed = json.loads(digests)
     assert len(printed["rerun"]) == len(printed["studio"]) == n_runs
     assert printed["differ"] == {}, "same model, same request, same CPU: no field differs"
     for rerun, studio in zip(printed["rerun"], printed["studio"]):
@@ -99,3 +108,51 @@ def test_bad_export_targets_get_one_clear_line(tmp_path, capsys):
         assert len(err) == 1 and needle in err[0], err
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "x").exists()
+
+
+def test_the_export_records_its_environment_and_a_rerun_elsewhere_warns_but_runs(tmp_path):
+    """The notebook re-run under another transformers minor version (faked in the kernel before
+    anything imports) prints a warning naming it, and still runs to the same numbers."""
+    import transformers
+
+    from studio.concepts.activations import model_fingerprint
+    out = tmp_path / "export"
+    image = str(load_samples()[0].path)
+    assert main(["export", "drift", image, "--max-new-tokens", "4", "--out", str(out)]) == 0
+    recorded = json.loads((out / "request.json").read_text())["environment"]
+    assert recorded["studio"] == vs.environment().studio and recorded["libraries"]["transformers"] == transformers.__version__
+    assert recorded["device"] == "cpu" and recorded["dtype"] == "float32" and recorded["model"] == "embedded"
+    assert recorded["fingerprint"] == model_fingerprint(vs.load().model)
+    nb = nbformat.read(out / "notebook.ipynb", as_version=4)
+    assert f"pip install vlm-studio=={recorded['studio']}" in nb.cells[0].source
+    major, minor = transformers.__version__.split(".")[:2]
+    fake = f"{major}.{int(minor) + 1}.0"
+    nb.cells.insert(1, nbformat.v4.new_code_cell(
+        "import importlib.metadata as m\nreal = m.version\n"
+        f"m.version = lambda name: {fake!r} if name == 'transformers' else real(name)"))
+    nbformat.write(nb, out / "notebook.ipynb")
+    ran = _execute(out)
+    warned = _stderr(ran.cells[3])
+    assert WARNING in warned and f"transformers {fake} here, {transformers.__version__} in the export" in warned
+    assert "torch " not in warned and "model " not in warned, "only what differs is named"
+    assert ran.cells[-1].outputs[0]["text"].splitlines()[0] == "all 1 re-run(s) match the studio's results"
+
+
+def test_the_comparison_names_the_runs_and_the_model_that_differ():
+    import copy
+
+    from studio.sharing.environment import mismatches
+    session = vs.load()
+    image = str(load_samples()[0].path)
+    runs = [{"probe": "drift", "params": {}}, {"probe": "decode", "params": {}}]
+    results = [vs.run(session, run["probe"], image, "describe the image .", 4) for run in runs]
+    changed = copy.deepcopy(results)
+    changed[1].text = "something else"
+    differ = vs.differing_runs(runs, changed, results)
+    assert differ == {"01 decode": ["text"]}
+    assert vs.comparison(differ, 2) == "1 of 2 re-run(s) differ from the studio's results: 01 decode (text)"
+    here = vs.environment(session)
+    other = {**here.to_dict(), "model": "/elsewhere/model", "fingerprint": "0123456789abcdef", "device": "cuda:0"}
+    assert mismatches(other, here) == [
+        "device cpu here, cuda:0 in the export",
+        f"model embedded (fingerprint {here.fingerprint}) here, /elsewhere/model (fingerprint 0123456789abcdef) in the export"]

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UPPER = ("studio.ui", "studio.cli", "studio.sharing", "studio.world", "studio.steering", "studio.concepts",
-         "probes", "views", "vlm_studio", "tiny_models", "gradio")
+         "studio.benchmarks", "probes", "views", "vlm_studio", "tiny_models", "gradio")
 RULES = {  # package -> prefixes it must never import
     "studio.engine": UPPER,
     "studio.adapters": UPPER + ("studio.decoding",),
@@ -19,6 +19,7 @@ RULES = {  # package -> prefixes it must never import
     "studio.steering": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.concepts": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.world": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
+    "studio.benchmarks": ("studio.world", "studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.sharing": ("studio.ui", "studio.cli", "gradio", "tiny_models"),
     "vlm_studio": ("studio.ui", "studio.cli", "gradio", "tiny_models"),
     "studio.ui": ("studio.cli", "tiny_models"),
@@ -66,7 +67,7 @@ def test_every_runtime_module_belongs_to_a_wing():
 
 
 def test_test_builders_stay_off_the_runtime_path():
-    from studio.sharing.space import PACKAGES
+    from studio.sharing.wheel import PACKAGES
     assert "tiny_models" not in PACKAGES
     import tomllib
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]

@@ -1,10 +1,12 @@
-"""`vlm-studio space`: the written folder runs as a Space (launched in a subprocess from its
-own copy of the studio) and answers a gradio_client request; a non-empty target is refused."""
-import os
+"""`vlm-studio space`: the written folder holds the studio as a wheel (no source tree) and runs as
+a Space: launched in a subprocess in a bare virtual environment, its app.py installs the wheel
+and answers a gradio_client request; a non-empty target is refused."""
+import json
 import socket
 import subprocess
-import sys
 import time
+from importlib import metadata
+from pathlib import Path
 
 from gradio_client import Client, handle_file
 
@@ -18,17 +20,22 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def test_space_folder_runs_and_answers(tmp_path, capsys):
+def test_space_folder_runs_and_answers(tmp_path, capsys, bare_venv):
     space = tmp_path / "space"
     assert main(["space", str(space)]) == 0
     front = (space / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front and "sdk_version: 6." in front
     pins = (space / "requirements.txt").read_text().split()
-    assert all("==" in p and "+" not in p for p in pins) and any(p.startswith("gradio==") for p in pins)
+    assert all("==" in p and "+" not in p for p in pins) and {"gradio", "torch", "transformers", "nbformat"} <= {
+        p.split("==")[0] for p in pins}
+    wheel = next(space.glob("vlm_studio-*.whl"))
+    assert sorted(p.name for p in space.iterdir()) == sorted(
+        ["MODEL_CARD.md", "README.md", "app.py", "environment.json", "requirements.txt", wheel.name])
+    assert json.loads((space / "environment.json").read_text())["studio"] == metadata.version("vlm-studio")
+    python, env = bare_venv
     port = _port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env,
+    env = {**env, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([str(python), "app.py"], cwd=space, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         for _ in range(240):
@@ -45,6 +52,9 @@ def test_space_folder_runs_and_answers(tmp_path, capsys):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    where = subprocess.run([str(python), "-c", "import studio; print(studio.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert Path(where.strip()).is_relative_to(python.parent.parent), "the Space's studio is its installed wheel"
 
 
 def test_a_non_empty_folder_is_refused_unless_forced(tmp_path, capsys):

@@ -22,8 +22,13 @@ def answer_comparison(result) -> go.Figure:
 
 
 def token_probabilities(result) -> go.Figure:
-    """The probability of each chosen token under the method's final scores."""
-    fig = go.Figure(go.Bar(x=[f"{i}:{t.strip()}" for i, t in enumerate(result.tokens)], y=result.probs))
+    """The probability of each chosen token under the distribution that chose it, beside the model's
+    own (expert) probability when the method changed the scores."""
+    labels = [f"{i}:{t.strip()}" for i, t in enumerate(result.tokens)]
+    fig = go.Figure(go.Bar(x=labels, y=result.probs, name="chosen from (method)"))
+    expert = getattr(result, "expert_probs", None)
+    if expert is not None and len(expert) and not (expert == result.probs).all():
+        fig.add_trace(go.Bar(x=labels, y=expert, name="model (expert)"))
     fig.update_layout(title=f"{result.setting}: probability of each chosen token", yaxis_range=[0, 1],
                       yaxis_title="p", height=280, margin={"l": 40, "r": 10, "t": 40, "b": 30})
     return fig

@@ -31,11 +31,13 @@ import numpy as np
 from probes import REGISTRY, ProbeRequest, ProbeResult, get_probe
 from studio.engine.images import ImageLike, load_image
 from studio.engine.session import ModelSession
-from studio.sharing.export import differences, digest, export_runs
+from studio.sharing.environment import Environment, check, record
+from studio.sharing.export import comparison, differences, differing_runs, digest, export_runs
 from views.registry import figures
 
-__all__ = ["ModelSession", "ProbeResult", "clamp", "decode", "differences", "digest", "export", "figures", "image_array", "load",
-           "load_result", "probes", "run", "steer"]
+__all__ = ["Environment", "ModelSession", "ProbeResult", "check_environment", "clamp", "comparison", "decode", "differences",
+           "differing_runs", "digest", "environment", "export", "figures", "image_array", "load", "load_result", "probes",
+           "run", "steer"]
 
 
 def load(model: str | None = None, **options) -> ModelSession:
@@ -102,6 +104,19 @@ def image_array(image: ImageLike | None) -> np.ndarray | None:
 def load_result(stem: str | Path) -> ProbeResult:
     """A result saved with ``result.save(stem)`` (``stem.json`` + ``stem.npz``)."""
     return ProbeResult.load(stem)
+
+
+def environment(session: ModelSession | None = None) -> Environment:
+    """What numbers computed here depend on: the studio's version and commit, Python, torch,
+    transformers and the other key libraries, and ``session``'s device, dtype, model source and
+    fingerprint (what exports record in ``request.json``)."""
+    return record(session)
+
+
+def check_environment(recorded: dict, session: ModelSession) -> list[str]:
+    """Compare this environment with one an export ``recorded``: print a warning naming every
+    difference (versions, device, dtype, another model), never raise; the differences."""
+    return check(recorded, session)
 
 
 def export(out_dir: str | Path, session: ModelSession, image: ImageLike | None, prompt: str, runs: list[dict],

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-Metrics = Callable[[Mapping[str, float]], Mapping[str, float]]
+Metrics = Callable[[dict[str, float]], Mapping[str, float]]
 
 
 @dataclass

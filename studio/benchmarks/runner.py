@@ -108,7 +108,7 @@ def _pope_row(c: PopeCounts) -> dict[str, float]:
     return {"tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn, "yes": c.yes, "n": c.n}
 
 
-def _pope_metrics(total: Mapping[str, float]) -> dict[str, float]:
+def _pope_metrics(total: dict[str, float]) -> dict[str, float]:
     score = pope_from_counts([PopeCounts(**{k: int(v) for k, v in total.items()})])
     return {m: getattr(score, m) for m in POPE_METRICS}
 
@@ -118,7 +118,7 @@ def _chair_row(c: CaptionCounts) -> dict[str, float]:
             "bad_caption": c.bad_caption, "captions": 1}
 
 
-def _chair_metrics(total: Mapping[str, float]) -> dict[str, float]:
+def _chair_metrics(total: dict[str, float]) -> dict[str, float]:
     """CHAIR from summed per-caption counts (the same ratios as :func:`~studio.benchmarks.chair.chair_from_counts`)."""
     def ratio(num: str, den: str) -> float:
         return total[num] / total[den] if total[den] else 0.0
@@ -128,7 +128,7 @@ def _chair_metrics(total: Mapping[str, float]) -> dict[str, float]:
 
 def score_methods(items: Sequence[Item], answers: Mapping[str, Mapping[str, str]],
                   row: Callable[[Item, str], Mapping[str, float]],
-                  metrics: Callable[[Mapping[str, float]], Mapping[str, float]], seed: int) -> list[MethodReport]:
+                  metrics: Callable[[dict[str, float]], Mapping[str, float]], seed: int) -> list[MethodReport]:
     """Per group and method: the metrics, intervals and paired differences to greedy."""
     reports = []
     for group in dict.fromkeys(i.group for i in items):

@@ -25,7 +25,7 @@ def _strategies(args) -> dict:
     return {name: strategy_by_name(name, **settings.get(name, {})) for name in names}
 
 
-def _settings(args, session, benchmark: str, items) -> object:
+def _settings(args, session, benchmark: str, items):
     from studio.benchmarks.runner import RunSettings, items_digest
     return RunSettings(benchmark=benchmark, model=session.source, max_new_tokens=args.max_new_tokens,
                        batch_size=args.batch_size, data=items_digest(items))

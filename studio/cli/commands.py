@@ -77,7 +77,7 @@ def cmd_describe(args) -> int:
     generation = session.generate(prepared, max_new_tokens=args.max_new_tokens)
     if args.json:
         print(json.dumps({"answer": generation.text, "tokens": [
-            {"text": t.text, "prob": t.prob, "top": t.top} for t in generation.tokens]}, indent=1))
+            {"text": t.text, "prob": t.prob, "expert_prob": t.expert_prob, "top": t.top} for t in generation.tokens]}, indent=1))
     else:
         print(generation.text)
     return 0
@@ -204,7 +204,7 @@ def _compare_methods(args, session, splits: list[str]) -> int:
 
 def cmd_space(args) -> int:
     from studio.sharing.space import write_space
-    out = write_space(args.out_dir, force=args.force)
+    out = write_space(args.out_dir, force=args.force, wheel=args.wheel)
     print(f"wrote a Hugging Face Space to {out}: push it with `huggingface-cli upload` or git")
     return 0
 
@@ -238,8 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 to expose)")
     p.add_argument("--port", type=whole(1, 65535), default=7860)
-    p.add_argument("--concepts", metavar="DIR", help="concept dictionary folder (default: assets/concepts)")
-    p.add_argument("--steering", metavar="DIR", help="preference direction folder (default: assets/steering)")
+    p.add_argument("--concepts", metavar="DIR", help="concept dictionary folder (default: the shipped studio/assets/concepts)")
+    p.add_argument("--steering", metavar="DIR", help="preference direction folder (default: the shipped studio/assets/steering)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("describe", help="answer one prompt about one image and print the answer")
@@ -312,10 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("space", help="write a ready-to-push Hugging Face Space running the embedded model")
     p.add_argument("out_dir", help="folder to write (must be empty or absent)")
     p.add_argument("--force", action="store_true", help="replace a non-empty folder")
+    p.add_argument("--wheel", metavar="FILE", help="the studio's wheel to ship (default: built from this checkout)")
     p.set_defaults(func=cmd_space)
 
-    from studio.cli.representations import add_commands
-    add_commands(sub, _model_args, lambda command: lambda args: command(args, _session(args)))
+    from studio.cli import benchmarks, representations
+    with_session = lambda command: lambda args: command(args, _session(args))  # noqa: E731
+    representations.add_commands(sub, _model_args, with_session)
+    benchmarks.add_commands(sub, world, _model_args, with_session)
     return parser
 
 

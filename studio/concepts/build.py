@@ -1,6 +1,6 @@
 """Build a concept dictionary end to end: collect, train (sae-lens), score, ground, map, save.
 
-``vlm-studio concepts train`` runs this; the shipped dictionary in ``assets/concepts`` is its
+``vlm-studio concepts train`` runs this; the shipped dictionary in ``studio/assets/concepts`` is its
 output with the defaults. Everything the Concepts tab shows without running the model (the
 quality figures, each feature's best-matching attribute, its top patches and the UMAP map)
 is computed here once and saved beside the SAE in ``studio.json``.

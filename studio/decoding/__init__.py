@@ -30,12 +30,21 @@ def register(cls: type[DecodingStrategy]) -> type[DecodingStrategy]:
 
 
 def strategy_by_name(name: str, **params) -> DecodingStrategy:
-    """A strategy from its registered name and parameters; a clear error for unknown names."""
+    """A strategy from its registered name and parameters; a clear error for unknown names.
+
+    ``preset`` (for the contrastive methods: "paper" or "reference-code") starts from that preset's
+    parameters; parameters given explicitly override it."""
     _load_builtins()
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise InputError(f"unknown decoding method {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+    preset = params.pop("preset", None)
+    if preset is not None:
+        presets: dict[str, dict] = getattr(cls, "PRESETS", {})
+        if preset not in presets:
+            raise InputError(f"{name} has no preset {preset!r}; its presets: {', '.join(presets) or 'none'}")
+        params = {**presets[preset], **params}
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(params) - set(known))
     if unknown:
@@ -55,7 +64,9 @@ def parse_settings(settings: list[str]) -> dict[str, dict]:
     return out
 
 
-def _number(text: str) -> int | float | str:
+def _number(text: str) -> bool | int | float | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for kind in (int, float):
         try:
             return kind(text)

@@ -74,6 +74,16 @@ class DecodingStrategy:
 Greedy = DecodingStrategy
 
 
+def check_sampling(temperature: float, top_p: float, top_k: int) -> None:
+    """InputError unless temperature is in (0, 10], top_p in (0, 1] and top_k a whole number >= 0."""
+    if not (isinstance(temperature, (int, float)) and 0 < temperature <= 10):
+        raise InputError(f"temperature must be in (0, 10]; got {temperature}")
+    if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise InputError(f"top_p must be in (0, 1]; got {top_p}")
+    if not (isinstance(top_k, int) and top_k >= 0):
+        raise InputError(f"top_k must be a whole number >= 0 (0 = off); got {top_k}")
+
+
 @dataclass(frozen=True)
 class Sampling(DecodingStrategy):
     """Temperature / nucleus sampling with a fixed seed, so a run can be repeated."""
@@ -85,12 +95,7 @@ class Sampling(DecodingStrategy):
     name = "sampling"
 
     def __post_init__(self) -> None:
-        if not 0 < self.temperature <= 10:
-            raise InputError(f"temperature must be in (0, 10]; got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise InputError(f"top_p must be in (0, 1]; got {self.top_p}")
-        if self.top_k < 0:
-            raise InputError(f"top_k must be >= 0 (0 = off); got {self.top_k}")
+        check_sampling(self.temperature, self.top_p, self.top_k)
 
     @property
     def do_sample(self) -> bool:

@@ -14,17 +14,35 @@ row protocol is explicit in :class:`ContrastiveBatch`: with n requests in one ba
 
 alpha = 0 leaves d equal to the expert logits with only implausible tokens masked, which
 never masks the arg-max: greedy contrastive decoding at alpha = 0 is greedy decoding.
+
+Greedy or sampled. The reference code of VCD and ICD samples from d (their patched sampler:
+the contrast, then the temperature / top-k / top-p warpers, softmax, multinomial); ``sample``
+does that, seeded by ``sample_seed``. Generation's own sampler would draw each row on its
+own, so an amateur could take another token than its expert; instead the processor draws one
+token per pair from the warped contrast and returns scores that leave only that token, for
+both rows. The distribution each token was drawn from stays in the trace (``chosen``), which
+is what the studio reports its probability under.
+
+Presets (:data:`ContrastiveStrategy.PRESETS`, ``preset=`` in :func:`studio.decoding.strategy_by_name`):
+``paper`` and ``reference-code`` settings per method, each difference named in the method's
+module docstring and the README.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
 import torch
-from transformers import LogitsProcessor
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
-from studio.decoding.base import DecodeBatch, DecodePlan, DecodingStrategy
+from studio.decoding.base import DecodeBatch, DecodePlan, DecodingStrategy, check_sampling
 from studio.engine.errors import InputError
 
 MAX_ALPHA = 10.0
@@ -63,22 +81,48 @@ class ContrastiveBatch(DecodeBatch):
                              f"got {self.inputs['input_ids'].shape[0]}")
 
 
-class ContrastProcessor(LogitsProcessor):
-    """Each expert row and its amateur (``batch``'s rows) get the contrast of the two. Keeps a
-    trace of each step's expert, amateur and contrast scores of the first pair."""
+class ContrastSampler:
+    """Draws one token per expert row from the warped contrast (temperature, then top-k, then top-p,
+    as ``generate`` orders its warpers), with its own seeded generator."""
 
-    def __init__(self, batch: ContrastiveBatch, alpha: float, beta: float) -> None:
+    def __init__(self, temperature: float, top_p: float, top_k: int, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)])
+        if top_k:
+            self.warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1:
+            self.warpers.append(TopPLogitsWarper(top_p))
+
+    def draw(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token per row [n], the warped scores [n, V] they were drawn from)."""
+        warped = self.warpers(input_ids, scores)
+        probs = torch.softmax(warped.float(), dim=-1).cpu()
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1).to(scores.device), warped
+
+
+class ContrastProcessor(LogitsProcessor):
+    """Each expert row and its amateur (``batch``'s rows) get the contrast of the two, or with a
+    ``sampler`` scores that leave only the token drawn from it. Keeps a trace of each step's
+    expert, amateur and contrast scores of the first pair, and the scores its token was chosen
+    from (``chosen``: the contrast, or the warped contrast when sampling)."""
+
+    def __init__(self, batch: ContrastiveBatch, alpha: float, beta: float, sampler: ContrastSampler | None = None) -> None:
         self.n = batch.answers  # experts are rows 0..n-1, their amateurs n..2n-1 (ContrastiveBatch)
-        self.alpha, self.beta = alpha, beta
-        self.trace: dict[str, list] = {"expert": [], "amateur": [], "contrast": []}
+        self.alpha, self.beta, self.sampler = alpha, beta, sampler
+        self.trace: dict[str, list] = {"expert": [], "amateur": [], "contrast": [], "chosen": []}
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         expert, amateur = scores[:self.n], scores[self.n:]
         mixed = contrast(expert, amateur, self.alpha, self.beta)
+        out = chosen = mixed
+        if self.sampler is not None:
+            tokens, chosen = self.sampler.draw(cast(torch.LongTensor, input_ids[:self.n]), mixed)
+            out = torch.full_like(mixed, -math.inf).scatter(1, tokens[:, None], 0.0)
         self.trace["expert"].append(expert[0].detach().float().cpu())
         self.trace["amateur"].append(amateur[0].detach().float().cpu())
         self.trace["contrast"].append(mixed[0].detach().cpu())
-        return cast(torch.FloatTensor, torch.cat([mixed, mixed]).to(scores.dtype))
+        self.trace["chosen"].append(chosen[0].detach().float().cpu())
+        return cast(torch.FloatTensor, torch.cat([out, out]).to(scores.dtype))
 
 
 @dataclass(frozen=True)
@@ -90,12 +134,27 @@ class ContrastiveStrategy(DecodingStrategy):
 
     alpha: float = 1.0
     beta: float = 0.1
+    sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    sample_seed: int = 0
+    PRESETS: ClassVar[dict[str, dict]] = {}
 
     def __post_init__(self) -> None:
         if not (isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= MAX_ALPHA):
             raise InputError(f"alpha must be between 0 and {MAX_ALPHA}; got {self.alpha}")
         if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
             raise InputError(f"beta must be between 0 and 1; got {self.beta}")
+        if not isinstance(self.sample, bool):
+            raise InputError(f"sample must be true or false; got {self.sample!r}")
+        check_sampling(self.temperature, self.top_p, self.top_k)
+
+    def sampler(self) -> ContrastSampler | None:
+        """The seeded sampler of one request when ``sample``, else None (greedy on the contrast)."""
+        if not self.sample:
+            return None
+        return ContrastSampler(self.temperature, self.top_p, self.top_k, self.sample_seed)
 
     def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
         """Amateur rows for expert rows ``experts``, with the same token layout."""
@@ -110,7 +169,7 @@ class ContrastiveStrategy(DecodingStrategy):
         return stack_rows(experts, self.amateurs(session, experts, images, prompts))
 
     def plan(self, session, batch: DecodeBatch) -> DecodePlan:
-        processor = ContrastProcessor(as_contrastive(batch), self.alpha, self.beta)
+        processor = ContrastProcessor(as_contrastive(batch), self.alpha, self.beta, self.sampler())
         return DecodePlan(processors=[processor], trace=processor.trace)
 
 

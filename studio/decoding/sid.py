@@ -9,9 +9,13 @@ the amateur to answer from text and weak evidence, amplifying exactly the halluc
 contrast then removes. Combination as in VCD (:mod:`studio.decoding.contrastive`).
 
 Following the reference code (huofushuo/SID): dropped tokens are masked out of attention
-rather than removed, selection layer 2 and 100 of 576 vision tokens kept (``keep_ratio``
-0.17) for LLaVA-1.5; alpha 1 and beta 0.1 as the paper's scripts pass them (their sampler in
-fact falls back to alpha 0.5, which we note and do not copy).
+rather than removed (the paper's lower cost comes from removing them; masked, the amateur
+costs a full row), selection layer 2 and 100 of 576 vision tokens kept (``keep_ratio`` 0.17)
+for LLaVA-1.5. Defaults: alpha 1 and beta 0.1 as the paper states them, greedy on the contrast.
+
+Presets: ``paper`` (alpha 1, beta 0.1, 100 of 576 tokens kept) and ``reference-code``
+(its POPE script: alpha 0.5, and its greedy path applies no plausibility constraint, beta 0;
+100 kept tokens). The reference's CHAIR script keeps 50 of 576: add ``keep_ratio=0.087``.
 
 Mechanism: two kinds of :class:`~studio.interventions.Intervention` on the amateur rows of
 the :class:`~studio.decoding.contrastive.ContrastiveBatch` (never the experts): a read of the
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -75,6 +80,10 @@ class SID(ContrastiveStrategy):
     layer: int | None = None
     keep_ratio: float = 0.17
     name = "sid"
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "paper": {"alpha": 1.0, "beta": 0.1, "keep_ratio": 100 / 576},
+        "reference-code": {"alpha": 0.5, "beta": 0.0, "keep_ratio": 100 / 576},
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

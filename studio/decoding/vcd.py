@@ -6,12 +6,20 @@ logits is what the model would say from language priors alone; the contrast subt
 Noise follows the reference code (DAMO-NLP-SG/VCD, ``vcd_add_noise.py``): T = 1000 steps, a
 sigmoid beta schedule from 1e-5 to 5e-3, x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps on the
 processor's normalised ``pixel_values``, noised once per request with a fixed seed.
-Defaults: alpha = 1, beta = 0.1, noise step 500. Departure: the paper samples; the studio
-decodes greedily by default (the contrast is the same; sampling is a separate choice).
+Defaults: alpha = 1, beta = 0.1, noise step 500. Departure: the paper and its code sample
+(temperature 1, top-p 1, no top-k); the studio decodes greedily on the contrast by default
+(``sample=True`` gives the published sampler, see :mod:`studio.decoding.contrastive`).
+
+Presets: ``paper`` (alpha 1, beta 0.1, noise step 500, sampling at temperature 1) and
+``reference-code`` (the same, with the seed 55 its scripts pass). The two agree: the paper's
+plausibility constraint on probabilities equals the code's on raw logits (a shift by the
+log-partition). Noise is drawn once per request from ``noise_seed``; the reference draws it
+from the global generator.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -44,6 +52,11 @@ class VCD(ContrastiveStrategy):
     noise_step: int = 500
     noise_seed: int = 0
     name = "vcd"
+    PRESETS: ClassVar[dict[str, dict]] = {
+        "paper": {"alpha": 1.0, "beta": 0.1, "noise_step": 500, "sample": True, "temperature": 1.0, "top_p": 1.0},
+        "reference-code": {"alpha": 1.0, "beta": 0.1, "noise_step": 500, "sample": True, "temperature": 1.0,
+                           "top_p": 1.0, "sample_seed": 55},
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

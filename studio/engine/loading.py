@@ -51,7 +51,7 @@ def object_words(folder: str) -> tuple[str, ...]:
 
 
 def embedded_dir() -> Path:
-    """The folder of the embedded world model shipped in ``assets/``."""
+    """The folder of the embedded world model shipped in ``studio/assets/``."""
     return asset("world-model")
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from jinja2 import TemplateError
 from PIL import Image
 
 from studio.adapters import Adapter, TokenMap, adapter_for
@@ -29,6 +30,7 @@ from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
 from studio.engine.errors import InputError, ResourceError, StudioError
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
+from studio.engine.zerogpu import on_gpu
 from studio.interventions import Intervention, intervene, read
 
 MAX_PROMPT_CHARS = 4000
@@ -52,12 +54,16 @@ class Prepared:
 
 @dataclass
 class TokenChoice:
-    """One generated token: its id and text, the model's probability of it, and alternatives."""
+    """One generated token: its id and text, its probability under the distribution that chose it
+    (after the decoding method's processors and the sampling warpers: for greedy the model's own),
+    the top alternatives under that distribution, and for methods that change the scores the
+    model's own (expert) probability of it, ``expert_prob``."""
 
     id: int
     text: str
     prob: float
     top: list[tuple[str, float]]
+    expert_prob: float | None = None
 
 
 @dataclass
@@ -184,17 +190,31 @@ class ModelSession:
         out.pop("labels", None)  # PaliGemma's processor adds training labels; the studio never trains on them
         return out
 
-    def _chat_text(self, content: list, prompt: str, has_image: bool) -> str:
-        """The model's chat template around the prompt; without one, the prompt as it is for
+    def _chat_text(self, content: list, prompt: str, has_image: bool, system: str | None = None) -> str:
+        """The model's chat template around the prompt (after a system turn holding ``system`` when
+        given: check :attr:`has_system_turn` first); without a template, the prompt as it is for
         processors that place image tokens themselves (PaliGemma, InstructBLIP), else after the
         image token."""
         if getattr(self.processor, "chat_template", None):
+            turns = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
             return self.processor.apply_chat_template(
-                [{"role": "user", "content": content}], add_generation_prompt=True)
+                [*turns, {"role": "user", "content": content}], add_generation_prompt=True)
         if not has_image or self._processor_places_images:
             return prompt
         image_token = getattr(self.processor, "image_token", "<image>")
         return f"{image_token}\n{prompt}"
+
+    @functools.cached_property
+    def has_system_turn(self) -> bool:
+        """Whether the chat template writes a system turn it is given (ICD puts its disturbance there)."""
+        marker = "studio-system-marker"
+        if not getattr(self.processor, "chat_template", None):
+            return False
+        try:
+            text = self._chat_text([{"type": "text", "text": "a"}], "a", False, system=marker)
+        except (TemplateError, ValueError, KeyError, TypeError):
+            return False
+        return marker in text
 
     @functools.cached_property
     def _processor_places_images(self) -> bool:
@@ -224,12 +244,17 @@ class ModelSession:
         """Run ``fn`` (which calls the model) as one request: under the session lock, without
         autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
         forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
-        :class:`ResourceError`. Every model call of the studio goes through here."""
+        :class:`ResourceError`. Every model call of the studio goes through here, so on ZeroGPU
+        hardware this is where the call is handed to a ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
-        with self.lock, _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
-                self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                generating, self._image_token_id()):
-            return fn()
+
+        def body() -> T:
+            with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
+                    self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
+                    generating, self._image_token_id()):
+                return fn()
+        with self.lock:
+            return on_gpu(body)
 
     def _image_token_id(self) -> int | None:
         try:
@@ -309,8 +334,9 @@ class ModelSession:
         out, plan = self._decode(batch, strategy, max_new_tokens, interventions, output_logits=True)
         new_ids = out.sequences[0, batch.inputs["input_ids"].shape[1]:].tolist()
         eos = self.eos_ids
-        tokens = [self._choice(tid, logits[0], top_k) for tid, logits in zip(new_ids, out.logits)
-                  if tid not in eos]
+        chosen = plan.trace.get("chosen") or [step[0] for step in out.scores]  # what each token was chosen from
+        tokens = [self._chosen(tid, scores, logits[0], top_k)
+                  for tid, scores, logits in zip(new_ids, chosen, out.logits) if tid not in eos]
         return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
                           strategy=strategy.name, trace=plan.trace)
 
@@ -340,10 +366,13 @@ class ModelSession:
                                 strategy=strategy.name)
         return generation, hidden, logits
 
-    def batch_inputs(self, images: list[ImageLike], prompts: list[str]) -> dict:
-        """Model inputs for many (image, prompt) pairs, left-padded into one batch."""
-        texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": self.check_prompt(p)}], p, True)
-                 for p in prompts]
+    def batch_inputs(self, images: list[ImageLike], prompts: list[str],
+                     systems: Sequence[str | None] | None = None) -> dict:
+        """Model inputs for many (image, prompt) pairs, left-padded into one batch; ``systems`` gives
+        rows a system turn of their own (None: the template's default)."""
+        systems = systems or [None] * len(prompts)
+        texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": self.check_prompt(p)}], p, True, system)
+                 for p, system in zip(prompts, systems)]
         pictures = [load_image(i) for i in images]
         inputs = self._process(pictures, images=[[p] for p in pictures], text=texts, return_tensors="pt",
                                padding=True, padding_side="left").to(self.device)
@@ -370,7 +399,7 @@ class ModelSession:
         if interventions and batch.inputs["input_ids"].shape[0] != batch.answers:
             rows = tuple(range(batch.answers))
             interventions = [dataclasses.replace(i, rows=i.rows or rows) for i in interventions]
-        extra = {"return_dict_in_generate": True, "output_logits": True} if output_logits else {}
+        extra = {"return_dict_in_generate": True, "output_logits": True, "output_scores": True} if output_logits else {}
 
         def run():
             if strategy.seed is not None:
@@ -403,6 +432,14 @@ class ModelSession:
         values, indices = probs.topk(min(top_k, probs.numel()))
         return TokenChoice(id=token_id, text=self.decode_token(token_id), prob=float(probs[token_id]),
                            top=[(self.decode_token(int(i)), float(v)) for v, i in zip(values, indices)])
+
+    def _chosen(self, token_id: int, scores: torch.Tensor, logits: torch.Tensor, top_k: int) -> TokenChoice:
+        """A decoded token under the scores that chose it; the model's raw logits give ``expert_prob``
+        when the two differ (a contrastive method, a sampling warper)."""
+        choice = self._choice(token_id, scores, top_k)
+        if not torch.equal(scores, logits):
+            choice.expert_prob = float(torch.softmax(logits.float(), dim=-1)[token_id])
+        return choice
 
     def decode_token(self, token_id: int) -> str:
         """A token as it reads inside running text (with its leading space where it has one)."""

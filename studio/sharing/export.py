@@ -3,11 +3,14 @@
 The folder holds ``request.json`` (the model, the prompt, the image file name and each run's
 probe and parameters: data, never code), the image as ``image.png``, the studio's own
 results (``results/NN-probe.json`` + ``.npz``), ``figures.html`` (every default figure,
-standalone, plotly.js inlined once) and ``notebook.ipynb``. The notebook's code is fixed
+standalone, plotly.js inlined once) and ``notebook.ipynb``. ``request.json`` also holds the
+environment the results were computed in (:mod:`studio.sharing.environment`). The notebook's
+first cell names the studio version that exported it and how to install it; its code is fixed
 text that imports :mod:`vlm_studio` and reads ``request.json``, so a prompt that looks like
-code (quotes, brackets, ``import os``) stays inert data. It loads the same model, re-runs
-each request, renders the same figures and prints a digest of its results beside the
-studio's. :func:`bundle` zips the folder for a download from the app.
+code (quotes, brackets, ``import os``) stays inert data. It loads the same model, warns
+(without stopping) where its environment differs from the recorded one, re-runs each request,
+renders the same figures, names the runs whose results differ from the studio's and prints a
+digest of both. :func:`bundle` zips the folder for a download from the app.
 """
 from __future__ import annotations
 
@@ -23,22 +26,36 @@ import numpy as np
 from studio.engine.errors import InputError
 from studio.engine.files import atomic_write, atomic_write_json, building_dir
 from studio.engine.images import load_image
+from studio.sharing.environment import Environment, record
+
+INTRO = """# vlm-studio run
+
+Exported by vlm-studio {version}{origin}. Re-run it with that version of the studio installed:
+
+```
+pip install {requirement}
+```
+
+It re-runs the requests in `request.json` (written by the studio's export) with the public API
+`vlm_studio`, shows their figures, and compares the numbers with the studio's results saved beside it
+in `results/`. `request.json` also records the environment they were computed in (Python, torch,
+transformers and the other key libraries, device, dtype, the model's source and fingerprint): after
+loading the model, the notebook warns, without stopping, about every way this environment differs."""
 
 CELLS = [
-    ("markdown", "# vlm-studio run\n\nRe-runs the requests in `request.json` (written by the studio's export) "
-                 "with the public API `vlm_studio`, shows their figures, and compares the numbers with the "
-                 "studio's results saved beside it in `results/`."),
+    ("markdown", INTRO),
     ("code", "import json\n\nimport vlm_studio as vs\n\nwith open('request.json') as f:\n    request = json.load(f)\n"
              "request"),
-    ("code", "session = vs.load(request['model'])\nresults = [vs.run(session, run['probe'], request['image'], "
-             "request['prompt'], request['max_new_tokens'], **run['params'])\n           for run in request['runs']]"),
+    ("code", "session = vs.load(request['model'])\nvs.check_environment(request['environment'], session)\n"
+             "results = [vs.run(session, run['probe'], request['image'], request['prompt'], request['max_new_tokens'], "
+             "**run['params'])\n           for run in request['runs']]"),
     ("code", "image = vs.image_array(request['image'])\nfor result in results:\n"
              "    for figure in vs.figures(result, image).values():\n        figure.show()"),
     ("code", "studio = [vs.load_result(stem) for stem in request['results']]\n"
-             "differ = {f\"{i:02d} {run['probe']}\": vs.differences(new, old)\n"
-             "          for i, (run, new, old) in enumerate(zip(request['runs'], results, studio))}\n"
+             "differ = vs.differing_runs(request['runs'], results, studio)\n"
+             "print(vs.comparison(differ, len(results)))\n"
              "print(json.dumps({'rerun': [vs.digest(r) for r in results], 'studio': [vs.digest(r) for r in studio],\n"
-             "                  'differ': {k: v for k, v in differ.items() if v}}))"),
+             "                  'differ': differ}))"),
 ]
 
 
@@ -77,12 +94,38 @@ def differences(new, old, rtol: float = 1e-5, atol: float = 1e-6) -> list[str]:
     return out
 
 
-def notebook():
-    """The notebook (an ``nbformat`` node): fixed code that reads ``request.json``."""
+def differing_runs(runs: list[dict], new: list, old: list) -> dict[str, list[str]]:
+    """For each run whose re-run differs from the studio's result, named ``"NN probe"`` as in
+    ``results/``, the fields that differ (see :func:`differences`); runs that match are left out."""
+    named = {f"{i:02d} {run['probe']}": differences(a, b) for i, (run, a, b) in enumerate(zip(runs, new, old))}
+    return {name: fields for name, fields in named.items() if fields}
+
+
+def comparison(differ: dict[str, list[str]], n_runs: int) -> str:
+    """One line saying whether the re-runs match the studio's results, naming each run that does not."""
+    if not differ:
+        return f"all {n_runs} re-run(s) match the studio's results"
+    listed = "; ".join(f"{name} ({', '.join(fields)})" for name, fields in differ.items())
+    return f"{len(differ)} of {n_runs} re-run(s) differ from the studio's results: {listed}"
+
+
+def intro(environment: Environment) -> str:
+    """The notebook's first cell: the studio version (and commit) that exported it and how to install it."""
+    origin = "" if not environment.commit else (
+        f", from a source checkout at commit `{environment.commit}` (for exactly that code, `pip install .` "
+        "in a checkout of that commit)")
+    requirement = f"vlm-studio=={environment.studio}" if environment.studio else "vlm-studio"
+    return INTRO.format(version=environment.studio or "(not installed: version unknown)", origin=origin,
+                        requirement=requirement)
+
+
+def notebook(environment: Environment):
+    """The notebook (an ``nbformat`` node): fixed code that reads ``request.json``, after a first
+    cell naming the studio version that exported it (``environment``) and how to install it."""
     import nbformat
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
-                for kind, text in CELLS]
+    nb.cells = [nbformat.v4.new_markdown_cell(intro(environment)) if kind == "markdown"
+                else nbformat.v4.new_code_cell(text) for kind, text in CELLS]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
@@ -135,12 +178,14 @@ def export_runs(out_dir: str | Path, session, image, prompt: str, runs: list[dic
             result.save(staging / stem)
             stems.append(stem)
             named += [(f"{i:02d} {run['probe']}: {name}", fig) for name, fig in figures(result, array).items()]
+        environment = record(session)
         atomic_write_json(staging / "request.json", {
             "model": model_reference(session), "image": "image.png" if picture is not None else None,
             "prompt": prompt, "max_new_tokens": int(max_new_tokens),
-            "runs": [{"probe": r["probe"], "params": _plain(get_params(r))} for r in runs], "results": stems})
+            "runs": [{"probe": r["probe"], "params": _plain(get_params(r))} for r in runs], "results": stems,
+            "environment": environment.to_dict()})
         atomic_write(staging / "figures.html", figures_html(named).encode())
-        atomic_write(staging / "notebook.ipynb", nbformat.writes(notebook()).encode())
+        atomic_write(staging / "notebook.ipynb", nbformat.writes(notebook(environment)).encode())
     return out
 
 

@@ -130,7 +130,8 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
               **options) -> gr.Blocks:
     """The studio's Blocks app, first serving ``session``: a Model box, shared inputs, then one tab
     per task. ``concepts`` / ``steering``: folders of a dictionary and a preference fit (default:
-    assets); ``options``: loading options (device, dtype) for models opened from the Model box."""
+    the shipped ones in studio/assets); ``options``: loading options (device, dtype) for models
+    opened from the Model box."""
     samples = load_samples()
     current = Serving(session, **options)
     with gr.Blocks(title="vlm-studio") as demo:

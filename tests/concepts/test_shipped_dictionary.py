@@ -1,17 +1,16 @@
 """The shipped dictionary for the embedded model: sae-lens format, purity against ground truth
 recomputed on fresh held-out scenes, and clamping a colour feature moves colour answers."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from studio.concepts.activations import CollectConfig, collect
 from studio.concepts.explore import Dictionary, clamp_generate
 from studio.concepts.quality import PURE_AUROC, attribute_aurocs, encode, purity
+from studio.engine.assets import asset
 from studio.world.render import render
 from studio.world.scenes import COLOURS, sample_scene
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "concepts"
+ASSETS = asset("concepts")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The hallucination detector on held-out scenes with the embedded model: what a detector
 should do, better than chance. The measured figures (both scores' AUROC, grounding) are
-reported in assets/MODEL_CARD.md from `vlm-studio world eval --detectors`, not pinned here;
+reported in studio/assets/MODEL_CARD.md from `vlm-studio world eval --detectors`, not pinned here;
 the mechanics are tested on hand-made cases in test_detector.py.
 """
 from studio.world.detect_eval import mention_records, summarise

@@ -2,11 +2,10 @@
 (a subset of the model card's 200): toward the image at the fit's chosen alpha, toward the
 text (or no further) below 0, and within the accuracy budget on matched items. Thresholds
 leave room for the smaller sample; the card has the full numbers."""
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from studio.engine.assets import asset
 from studio.steering.fit import DirectionFit
 from studio.steering.preference import (
     answer_items,
@@ -15,7 +14,7 @@ from studio.steering.preference import (
     preference,
 )
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "steering"
+ASSETS = asset("steering")
 
 
 @pytest.fixture(scope="module")

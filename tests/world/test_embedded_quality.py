@@ -1,7 +1,7 @@
 """The shipped model, measured on fresh held-out scenes: good where the world is neutral,
 hallucinating where the co-occurrence bias is triggered.
 
-Thresholds sit below the 300-scene figures in assets/MODEL_CARD.md by a margin that covers
+Thresholds sit below the 300-scene figures in studio/assets/MODEL_CARD.md by a margin that covers
 the sampling noise of the smaller test sets used here (about two standard errors).
 """
 import pytest
