@@ -29,6 +29,7 @@ from studio.decoding import DecodingStrategy
 from studio.engine.errors import InputError
 from studio.engine.files import atomic_write_json
 from studio.engine.session import ModelSession
+from studio.sharding import Workers, check_parts, part_path
 
 CHAIR_PROMPT = "Please describe this image in detail."  # the prompt of the VCD / OPERA / SID CHAIR scripts
 POPE_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
@@ -69,29 +70,51 @@ def _batches(items: Sequence[Item], size: int) -> Iterator[list[Item]]:
 
 
 def answer_items(session: ModelSession, name: str, strategy: DecodingStrategy, items: Sequence[Item],
-                 log: AnswerLog, settings: RunSettings, progress: bool = True) -> dict[str, str]:
-    """Every item's answer under ``strategy``: those already in ``log`` read back, the rest decoded in
-    batches of ``settings.batch_size`` and appended to ``log`` batch by batch."""
+                 log: AnswerLog, settings: RunSettings, progress: bool = True,
+                 workers: Workers = Workers()) -> dict[str, str]:
+    """The answers under ``strategy`` of the items of this process's batches (all of them for one
+    process): those already in ``log`` read back, the rest decoded and appended to ``log`` batch by
+    batch. Batches are cut from the whole item list in order, always the same way, so a resumed
+    or data-parallel run decodes exactly the batches of an uninterrupted one-process run (a batch
+    cut short by an interruption is decoded again whole, and only its missing answers are kept)."""
     strategy.check(session)
     done = {key: record["answer"] for key, record in log.done().items()}
-    todo = [item for item in items if item.id not in done]
-    with tqdm(total=len(items), initial=len(items) - len(todo), desc=f"{settings.benchmark} {name}",
-              disable=not progress) as bar:
-        for chunk in _batches(todo, settings.batch_size):
-            texts = session.answer_batch([i.image for i in chunk], [i.prompt for i in chunk],
-                                         settings.max_new_tokens, strategy)
-            for item, text in zip(chunk, texts):
-                log.append(item.id, {"answer": text})
-                done[item.id] = text
+    mine = [chunk for k, chunk in enumerate(_batches(items, settings.batch_size)) if workers.owns(k)]
+    with tqdm(total=sum(map(len, mine)), desc=f"{settings.benchmark} {name}", disable=not progress) as bar:
+        for chunk in mine:
+            if any(item.id not in done for item in chunk):
+                texts = session.answer_batch([i.image for i in chunk], [i.prompt for i in chunk],
+                                             settings.max_new_tokens, strategy)
+                for item, text in zip(chunk, texts):
+                    if item.id not in done:
+                        log.append(item.id, {"answer": text})
+                        done[item.id] = text
             bar.update(len(chunk))
-    return {item.id: done[item.id] for item in items}
+    return {item.id: done[item.id] for chunk in mine for item in chunk}
 
 
-def method_logs(out: Path, methods: Mapping[str, DecodingStrategy], settings: RunSettings) -> dict[str, AnswerLog]:
-    """One answer log per method in ``out``, each headed by the run's settings and the method's."""
-    return {name: AnswerLog(out / f"answers-{name}.jsonl",
-                            {**asdict(settings), "method": name, "params": asdict(strategy)})
-            for name, strategy in methods.items()}
+def _header(settings: RunSettings, name: str, strategy: DecodingStrategy) -> dict:
+    return {**asdict(settings), "method": name, "params": asdict(strategy)}
+
+
+def merge_parts(out: Path, name: str, header: dict, items: Sequence[Item], workers: Workers) -> AnswerLog:
+    """The method's answer log in ``out`` completed, in item order, from every process's part (what a
+    one-process run writes); InputError if a part is missing an answer."""
+    log = AnswerLog(out / f"answers-{name}.jsonl", header)
+    found: dict[str, dict] = {}
+    for rank in range(workers.world):
+        path = part_path(out, f"answers-{name}", workers, rank)
+        if path.is_file():
+            found.update(AnswerLog(path, {**header, "rank": rank, "world": workers.world}).done())
+    have = log.done()
+    for item in items:
+        if item.id in have:
+            continue
+        if item.id not in found:
+            raise InputError(f"the parts in {out} hold no answer of {name} to {item.id}: a process did not finish; "
+                             "re-run with the same settings and process count")
+        log.append(item.id, {k: v for k, v in found[item.id].items() if k != "id"})
+    return log
 
 
 @dataclass
@@ -182,13 +205,30 @@ def chair_row(item: Item, answer: str) -> dict[str, float]:
 
 
 def run_benchmark(session: ModelSession, methods: Mapping[str, DecodingStrategy], items: Sequence[Item],
-                  out: Path, settings: RunSettings, seed: int = 0, progress: bool = True) -> list[MethodReport]:
-    """Answer ``items`` with every method (greedy first), logging to ``out``; score; write ``report.json``."""
+                  out: Path, settings: RunSettings, seed: int = 0, progress: bool = True,
+                  workers: Workers = Workers()) -> list[MethodReport]:
+    """Answer ``items`` with every method (greedy first), logging to ``out``; score; write
+    ``report.json``. With several processes, each answers its batches into its part
+    (``answers-<method>.part-<rank>-of-<n>.jsonl``), and the main process merges the parts into
+    the logs one process writes, then scores; the others return an empty list."""
     if "greedy" not in methods:
         raise InputError("the methods must include greedy: every difference is to greedy")
-    logs = method_logs(out, methods, settings)
-    answers = {name: answer_items(session, name, strategy, items, logs[name], settings, progress)
-               for name, strategy in methods.items()}
+    headers = {name: _header(settings, name, strategy) for name, strategy in methods.items()}
+    for name in methods:
+        check_parts(out, f"answers-{name}", workers)
+    for name, strategy in methods.items():
+        if workers.world > 1:
+            part = AnswerLog(part_path(out, f"answers-{name}", workers),
+                             {**headers[name], "rank": workers.rank, "world": workers.world})
+            answer_items(session, name, strategy, items, part, settings, progress and workers.main, workers)
+        else:
+            answer_items(session, name, strategy, items, AnswerLog(out / f"answers-{name}.jsonl", headers[name]),
+                         settings, progress)
+    workers.barrier()
+    if not workers.main:
+        return []
+    logs = {name: merge_parts(out, name, headers[name], items, workers) for name in methods}
+    answers = {name: {key: record["answer"] for key, record in log.done().items()} for name, log in logs.items()}
     row, metrics = (pope_row, _pope_metrics) if settings.benchmark == "pope" else (chair_row, _chair_metrics)
     reports = score_methods(items, answers, row, metrics, seed)
     atomic_write_json(out / "report.json", {"settings": asdict(settings), "seed": seed,

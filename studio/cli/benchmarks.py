@@ -35,9 +35,15 @@ def _run(args, session, benchmark: str, items, metrics) -> int:
     from studio.benchmarks.runner import format_reports, run_benchmark
     if not items:
         raise InputError("nothing to answer: the benchmark files hold no items")
+    from studio.sharding import Workers
+    workers = Workers.from_env()
+    workers.start()
     methods = _strategies(args)
     out = Path(args.out)
-    reports = run_benchmark(session, methods, items, out, _settings(args, session, benchmark, items), seed=args.seed)
+    reports = run_benchmark(session, methods, items, out, _settings(args, session, benchmark, items), seed=args.seed,
+                            workers=workers)
+    if not workers.main:
+        return 0
     print(format_reports(reports, metrics))
     print(f"wrote {out / 'report.json'} (answers: {out}/answers-<method>.jsonl)")
     return 0

@@ -141,20 +141,26 @@ def cmd_world_train(args) -> int:
 
 
 def cmd_world_eval(args) -> int:
-    from studio.world.evaluate import (
-        EVAL_SPLITS,
-        evaluate_split,
-        format_table,
-        report_dict,
-    )
+    from studio.sharding import Workers
+    from studio.world.evaluate import EVAL_SPLITS
     splits = args.splits.split(",")
     unknown = [s for s in splits if s not in EVAL_SPLITS]
     if unknown:
         raise StudioError(f"unknown split(s) {', '.join(unknown)}; choose from {', '.join(EVAL_SPLITS)}")
+    workers = Workers.from_env()
+    folder = _parts_folder(args, workers)
+    workers.start()
     session = _session(args)
     if args.methods:
-        return _compare_methods(args, session, splits)
-    reports = [evaluate_split(session.answer_batch, split, args.n, seed=args.seed)[0] for split in splits]
+        return _compare_methods(args, session, splits, workers, folder)
+    from studio.world.evaluate import evaluate_split, format_table, report_dict
+
+    def run(answerers: dict, progress: bool) -> list:
+        return [evaluate_split(answerers["greedy"], split, args.n, seed=args.seed, progress=progress)[0]
+                for split in splits]
+    reports = _in_parallel(run, {"greedy": session.answer_batch}, folder, _header(args, session, splits), workers)
+    if reports is None:
+        return 0
     print(format_table(reports))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": report_dict(reports)}
     if args.detectors:
@@ -176,22 +182,56 @@ def cmd_world_eval(args) -> int:
     return 0
 
 
-def _compare_methods(args, session, splits: list[str]) -> int:
-    from studio.decoding import parse_settings, strategy_by_name
+def _parts_folder(args, workers) -> Path | None:
+    """Where each process keeps its answers: ``--parts``, else beside ``--json`` when several
+    processes run; None for a plain one-process run."""
+    if args.parts:
+        return Path(args.parts)
+    if workers.world > 1:
+        if not args.json:
+            raise InputError("a run over several processes needs --json FILE (its parts are kept in FILE.parts) "
+                             "or --parts DIR")
+        return Path(f"{args.json}.parts")
+    return None
+
+
+def _header(args, session, splits: list[str]) -> dict:
+    """What every answer of a world eval depends on (parts written under other settings are refused)."""
+    return {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": splits}
+
+
+def _in_parallel(run, answerers: dict, folder: Path | None, header: dict, workers):
+    """``run(answerers, progress)`` as one process, or shared out: every process answers its calls
+    into ``folder`` (:class:`studio.sharding.ShardedCalls`), then the main process runs again on
+    the merged answers. None on the other processes."""
+    if folder is None:
+        return run(answerers, True)
+    from studio.sharding import ShardedCalls
+    sharded = {name: ShardedCalls(answer, folder, f"world-eval-{name}", {**header, "method": name}, workers)
+               for name, answer in answerers.items()}
+    run(sharded, workers.main)
+    workers.barrier()
+    if not workers.main:
+        return None
+    return run({name: calls.replay() for name, calls in sharded.items()}, False)
+
+
+def _compare_methods(args, session, splits: list[str], workers, folder: Path | None) -> int:
+    from studio.cli.benchmarks import _strategies
     from studio.world.compare import (
         compare_methods,
         comparison_dict,
         format_comparison,
         strategy_answerer,
     )
-    names = ["greedy"] + [m for m in args.methods.split(",") if m and m != "greedy"]
-    settings = parse_settings(args.set)
-    stray = sorted(set(settings) - set(names))
-    if stray:
-        raise InputError(f"--set names methods not in --methods: {', '.join(stray)}")
-    strategies = {name: strategy_by_name(name, **settings.get(name, {})) for name in names}
+    strategies = _strategies(args)
     answerers = {name: strategy_answerer(session, s) for name, s in strategies.items()}
-    scores = compare_methods(answerers, splits, args.n, seed=args.seed)
+    header = {**_header(args, session, splits), "params": {n: asdict(s) for n, s in strategies.items()}}
+    scores = _in_parallel(lambda given, progress: compare_methods(given, splits, args.n, seed=args.seed,
+                                                                  progress=progress),
+                          answerers, folder, header, workers)
+    if scores is None:
+        return 0
     print(format_comparison(scores))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed,
                "methods": {n: asdict(s) | {"name": n} for n, s in strategies.items()},
@@ -288,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a method's parameter, e.g. --set sid.layer=3 --set vcd.alpha=0.5 (repeatable)")
     p.add_argument("--detectors", action="store_true",
                    help="also score the hallucination detectors (AUROC, grounding) on the cooccur and neutral splits")
+    p.add_argument("--parts", metavar="DIR",
+                   help="keep each process's answers here, so an interrupted run resumes (default with several "
+                        "processes under torchrun / accelerate launch: JSON.parts beside --json)")
     p.set_defaults(func=cmd_world_eval)
 
     p = world.add_parser("sample", help="render scenes with ground truth to a folder")

@@ -1,6 +1,7 @@
-"""CLI commands that look inside the representations: ``concepts train`` and ``steer fit``.
+"""CLI commands that look inside the representations: ``concepts train``, ``steer fit`` and
+``steer report``.
 
-Both are long jobs that also back the app's Concepts and Steer tabs; they print progress and
+They are long jobs that also back the app's Concepts and Steer tabs; they print progress and
 write their outputs atomically (a temporary file or folder, then a rename).
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from studio.cli.commands import NON_NEGATIVE, POSITIVE
 from studio.engine.errors import InputError
 
-DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
+DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8), "mc2": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
                   "trained": (-2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 0.875, 1, 1.125, 1.25, 1.5, 2)}
 
 
@@ -49,36 +50,69 @@ def _numbers(text: str, kind=float) -> list:
         raise InputError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def cmd_steer_fit(args, session) -> int:
+def _fit_for(args, session):
+    """The fit ``args.method`` asks for and its default layers; a trained fit gets its vectors later."""
     from studio.steering import fit as fitting
-    from studio.steering import preference, sweep
+    from studio.steering import mc2, preference
+    if args.method == "mc2":
+        fit = mc2.fit_instruction_direction(session, mc2.instruction_items(args.n))
+        print("held-out pairs the direction orders right, by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
+        return fit, mc2.layer_window(session.n_layers)
+    items = preference.direction_items(args.n)
+    fit = fitting.fit_directions(session, items, preference.answer_items(session, items))
+    print("probe accuracy by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
+    return fit, [fitting.best_layer(fit)]
+
+
+def cmd_steer_fit(args, session) -> int:
+    from studio.steering import preference, split, sweep
     from studio.steering.vectors import check_alpha
     alphas = _numbers(args.alphas) if args.alphas else list(DEFAULT_ALPHAS[args.method])
     for alpha in alphas:
         check_alpha(alpha)
+    validation, held = split.validation_split(args.n), split.report_split(args.report_n)
     if args.method == "trained":
         from studio.steering.train import VectorConfig, train_vector
         config = VectorConfig(steps=args.steps, seed=args.seed)
-    items = preference.direction_items(args.n)
-    fit = fitting.fit_directions(session, items, preference.answer_items(session, items))
-    layers = _numbers(args.layers, int) if args.layers else [fitting.best_layer(fit)]
-    print("probe accuracy by layer: " + ", ".join(f"{a:.3f}" for a in fit.probe_accuracy))
+    fit, default_layers = _fit_for(args, session)
+    layers = _numbers(args.layers, int) if args.layers else default_layers
     if args.method == "trained":
         training = preference.training_items(config.items)
         fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
         fit.extra["training"] = asdict(config)
-    conflict, matched = preference.held_out_items(args.n)
-    result = sweep.sweep(session, fit, layers, alphas, conflict, matched)
-    fit.extra |= {"layers": layers, "sweep": result.to_dict(), "items_per_style": args.n}
-    for alpha, ratio, seen, acc in zip(result.alphas, result.image_ratio("neutral"),
-                                       result.image_ratio(sweep.TARGET_STYLE), result.matched_accuracy):
+    result = split.validate_and_report(session, fit, layers, alphas, validation, held)
+    fit.extra |= {"layers": layers, "sweep": result.validation.to_dict(), "items_per_style": args.n,
+                  "splits": {"validation": validation.to_dict(), "report": held.to_dict()}, "chosen": result.to_dict()}
+    for alpha, ratio, seen, acc in zip(result.validation.alphas, result.validation.image_ratio("neutral"),
+                                       result.validation.image_ratio(sweep.TARGET_STYLE), result.validation.matched_accuracy):
         print(f"alpha {alpha:+.3f}: uninstructed conflicts follow the image {ratio:.1%} (those answerable from "
-              f"the image {seen:.1%}); matched accuracy {acc:.1%}")
-    alpha = sweep.chosen_alpha(result)
-    if alpha is not None and args.chair_scenes:
-        fit.extra["bias_split"] = _bias_split(session, fit.steering(layers, alpha), args.chair_scenes)
+              f"the image {seen:.1%}); matched accuracy {acc:.1%} (validation split)")
+    if result.report is None:
+        print("no positive alpha keeps matched accuracy within the budget on the validation split: nothing to report")
+    else:
+        print(split.format_report(result.report))
+    if result.alpha is not None and args.chair_scenes:
+        fit.extra["bias_split"] = _bias_split(session, fit.steering(layers, result.alpha), args.chair_scenes)
     fit.save(args.out)
     print(f"wrote {Path(args.out) / 'preference.json'}")
+    return 0
+
+
+def cmd_steer_report(args, session) -> int:
+    """A saved fit at the alpha its validation sweep chose, on the report split."""
+    from studio.engine.assets import asset
+    from studio.steering import split
+    from studio.steering.fit import DirectionFit
+    from studio.steering.sweep import Sweep, chosen_alpha
+    fit = DirectionFit.load(args.steering or asset("steering"), session)
+    if "sweep" not in fit.extra:
+        raise InputError("this fit holds no validation sweep to choose alpha from: fit it with `vlm-studio steer fit`")
+    alpha = chosen_alpha(Sweep(**fit.extra["sweep"]))
+    if alpha is None:
+        raise InputError("no positive alpha of this fit's validation sweep keeps matched accuracy within the budget")
+    layers = _numbers(args.layers, int) if args.layers else list(fit.extra.get("layers", [0]))
+    print(f"{fit.method} fit at layers {layers}; alpha {alpha:+g} chosen on its validation split")
+    print(split.format_report(split.report(session, fit, layers, alpha, split.report_split(args.n))))
     return 0
 
 
@@ -122,11 +156,16 @@ def add_commands(sub, model_args, run) -> None:
         dest="steer_command", required=True)
     p = steer.add_parser("fit", help="fit preference directions and a steering vector on conflict items, "
                                      "sweep alpha, score the bias split")
-    p.add_argument("--n", type=POSITIVE, default=200, help="conflict items per instruction style")
-    p.add_argument("--layers", help="layers to steer, e.g. 1,2 (default: the best probe layer)")
-    p.add_argument("--method", default="trained", choices=["trained", "mean"],
+    p.add_argument("--n", type=POSITIVE, default=200,
+                   help="conflict items per instruction style (fitting, and the validation split that chooses alpha)")
+    p.add_argument("--report-n", type=POSITIVE, default=200,
+                   help="scenes of the report split (other scenes) where the chosen alpha is measured")
+    p.add_argument("--layers", help="layers to steer, e.g. 1,2 (default: the best probe layer; "
+                                    "mc2: the paper's layer window at this depth)")
+    p.add_argument("--method", default="trained", choices=["trained", "mean", "mc2"],
                    help="steer with a vector trained toward the image at text positions (default), "
-                        "or with the mean difference at every position")
+                        "with the mean difference at every position, or with MC²'s direction (first "
+                        "principal component of image- minus text-instructed states) at every position")
     p.add_argument("--steps", type=POSITIVE, default=144, help="training steps of the trained vector")
     p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="order of the training items")
     p.add_argument("--alphas", help="comma-separated steering strengths (default: "
@@ -136,4 +175,12 @@ def add_commands(sub, model_args, run) -> None:
     p.add_argument("--out", default="runs/steering", help="folder for preference.safetensors + preference.json")
     model_args(p)
     p.set_defaults(func=run(cmd_steer_fit))
+
+    p = steer.add_parser("report", help="measure a saved fit, at the alpha its validation sweep chose, "
+                                        "on the report split (scenes apart from validation and fitting)")
+    p.add_argument("--steering", metavar="DIR", help="a `steer fit` folder (default: the shipped studio/assets/steering)")
+    p.add_argument("--n", type=POSITIVE, default=200, help="scenes of the report split")
+    p.add_argument("--layers", help="layers to steer (default: the fit's own)")
+    model_args(p)
+    p.set_defaults(func=run(cmd_steer_report))
 

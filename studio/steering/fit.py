@@ -1,6 +1,7 @@
 """Preference directions per layer (difference of image- and text-following mean states), a
 linear probe's accuracy per layer (where the side is decided), and the saved fit steering
-reads: the directions, or trained steering vectors (:mod:`studio.steering.train`)."""
+reads: the directions, trained steering vectors (:mod:`studio.steering.train`) or MC²'s
+instruction-contrast directions (:mod:`studio.steering.mc2`)."""
 from __future__ import annotations
 
 import json
@@ -30,11 +31,20 @@ def last_states(session, items: list[ConflictItem], batch: int = 64) -> torch.Te
     return torch.cat(parts, dim=1)
 
 
+UNITS = {"mean": "the image-minus-text mean difference", "trained": "the trained vector",
+         "mc2": "the MC² instruction direction"}
+
+
 @dataclass
 class DirectionFit:
-    """Per layer: the image-minus-text mean difference and a linear probe's held-out accuracy;
-    with ``vectors``, trained steering vectors (zero rows at layers not trained) that steering
-    uses instead of the mean differences, at ``positions``."""
+    """Per layer: the image-minus-text mean difference and a probe's held-out accuracy; with
+    ``vectors``, steering vectors that steering uses instead of the mean differences, at
+    ``positions`` (zero rows at layers without one).
+
+    ``method`` says where the vectors come from: "mean" (none: the mean differences steer),
+    "trained" (:mod:`studio.steering.train`) or "mc2" (:mod:`studio.steering.mc2`; there the
+    directions are the mean instruction-paired differences and the probe accuracy is the share
+    of held-out pairs the direction orders right). Left empty, it follows from ``vectors``."""
 
     directions: torch.Tensor
     probe_accuracy: list[float]
@@ -44,29 +54,30 @@ class DirectionFit:
     extra: dict = field(default_factory=dict)
     vectors: torch.Tensor | None = None
     positions: Positions = "all"
+    method: str = ""
 
     def __post_init__(self) -> None:
         check_positions(self.positions)
         if self.vectors is not None and self.vectors.shape != self.directions.shape:
             raise InputError(f"steering vectors {tuple(self.vectors.shape)} and directions "
                              f"{tuple(self.directions.shape)} differ in shape")
-
-    @property
-    def method(self) -> str:
-        return "mean" if self.vectors is None else "trained"
+        self.method = self.method or ("mean" if self.vectors is None else "trained")
+        if self.method not in UNITS or (self.method == "mean") != (self.vectors is None):
+            raise InputError(f"method {self.method!r} does not fit a fit {'without' if self.vectors is None else 'with'} "
+                             f"steering vectors; choose one of {', '.join(UNITS)}")
 
     @property
     def unit(self) -> str:
         """What alpha 1 means, for axis labels."""
-        return "the image-minus-text mean difference" if self.vectors is None else "the trained vector"
+        return UNITS[self.method]
 
     def steering(self, layers: list[int], alpha: float) -> Steering:
-        """Steering by ``alpha`` at ``layers`` with this fit's vectors (a trained fit only at its trained layers)."""
+        """Steering by ``alpha`` at ``layers`` with this fit's vectors (only at layers that have one)."""
         if self.vectors is None:
             return Steering(self.directions, tuple(layers), alpha, self.positions)
-        trained = [i for i, row in enumerate(self.vectors) if row.any()]
-        if any(layer not in trained for layer in layers if 0 <= layer < len(self.vectors)):
-            raise InputError(f"this fit trained steering vectors only at layers {trained}; got {list(layers)}")
+        fitted = [i for i, row in enumerate(self.vectors) if row.any()]
+        if any(layer not in fitted for layer in layers if 0 <= layer < len(self.vectors)):
+            raise InputError(f"this fit has steering vectors only at layers {fitted}; got {list(layers)}")
         return Steering(self.vectors, tuple(layers), alpha, self.positions)
 
     def save(self, folder: str | Path) -> None:
@@ -88,9 +99,9 @@ class DirectionFit:
             raise InputError(f"{path} holds no preference direction (preference.safetensors)")
         meta = json.loads((path / "preference.json").read_text())
         tensors = load_file(str(path / "preference.safetensors"))
-        meta.pop("method", None)
         fit = cls(tensors["directions"], meta.pop("probe_accuracy"), meta.pop("n_image"), meta.pop("n_text"),
-                  meta.pop("model"), vectors=tensors.get("vectors"), positions=meta.pop("positions", "all"))
+                  meta.pop("model"), vectors=tensors.get("vectors"), positions=meta.pop("positions", "all"),
+                  method=meta.pop("method", ""))
         fit.extra = meta
         if session is not None:
             check_directions(fit, session)

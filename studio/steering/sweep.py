@@ -1,4 +1,5 @@
-"""The steering sweep: the same held-out items answered at every alpha, and the alpha chosen."""
+"""The steering sweep: the same held-out items answered at every alpha, and the alpha chosen
+(on the validation split; :mod:`studio.steering.split` reports it on another)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -47,10 +48,10 @@ def sweep(session, fit: DirectionFit, layers: list[int], alphas: list[float],
 
 
 def chosen_alpha(result: Sweep, style: str = TARGET_STYLE, max_accuracy_drop: float = 0.05) -> float | None:
-    """The positive alpha to score on the bias split: the smallest one reaching the target image
-    ratio on ``style`` (default: uninstructed conflicts the model can see), else the one with the
-    highest ratio, among alphas whose matched accuracy stays within ``max_accuracy_drop`` of
-    alpha 0's (None when no positive alpha qualifies)."""
+    """The positive alpha to report (give it a validation sweep, report it elsewhere): the
+    smallest one reaching the target image ratio on ``style`` (default: uninstructed conflicts
+    the model can see), else the one with the highest ratio, among alphas whose matched
+    accuracy stays within ``max_accuracy_drop`` of alpha 0's (None when no positive alpha qualifies)."""
     base = result.matched_accuracy[result.alphas.index(0.0)] if 0.0 in result.alphas else max(result.matched_accuracy)
     ok = [(a, r) for a, r, acc in zip(result.alphas, result.image_ratio(style), result.matched_accuracy)
           if a > 0 and acc >= base - max_accuracy_drop]

@@ -1,0 +1,133 @@
+"""Data-parallel runs: the processes of a ``torchrun`` or ``accelerate launch`` share a long job.
+
+A long command (``world eval``, ``eval pope``, ``eval chair``) is a deterministic sequence of
+model calls, each a batch of prompts. With N processes, call ``k`` belongs to process
+``k mod N`` (:meth:`Workers.owns`): every batch is composed exactly as in a one-process run,
+so every answer is the same, and the merged result is identical to one process's. Each
+process writes what it answers to its own part file (an append-only
+:class:`~studio.benchmarks.answers.AnswerLog`, fsynced per call) named for its rank and the
+process count; after a barrier, the main process reads every part and merges. A process that
+dies leaves its part: a re-run with the same settings and process count skips what is done.
+Parts from another run (other settings) or another process count are refused with one line,
+before anything is merged.
+
+The launchers set ``RANK`` and ``WORLD_SIZE`` (and the rendezvous variables); the processes
+meet through ``torch.distributed`` with the gloo backend on CPU (NCCL on GPUs), used only for
+barriers. A plain ``python`` / ``vlm-studio`` run is one process and needs none of it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from studio.benchmarks.answers import AnswerLog
+from studio.engine.errors import InputError
+
+Answer = Callable[[list, list[str], int], list[str]]
+
+
+@dataclass(frozen=True)
+class Workers:
+    """This process's place in a data-parallel run: ``rank`` of ``world`` processes."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Workers:
+        """The launcher's ``RANK`` / ``WORLD_SIZE`` (torchrun, accelerate launch), or one process."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        if not 0 <= rank < world:
+            raise InputError(f"RANK {rank} is outside WORLD_SIZE {world}")
+        return cls(rank, world)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, index: int) -> bool:
+        """Whether call ``index`` of the job is this process's."""
+        return index % self.world == self.rank
+
+    def start(self) -> None:
+        """Join the launcher's process group (barriers only); nothing for one process."""
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            torch.distributed.init_process_group(backend)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+PART = re.compile(r"^(?P<tag>.+)\.part-(?P<rank>\d+)-of-(?P<world>\d+)\.jsonl$")
+
+
+def part_path(folder: Path, tag: str, workers: Workers, rank: int | None = None) -> Path:
+    return Path(folder) / f"{tag}.part-{workers.rank if rank is None else rank}-of-{workers.world}.jsonl"
+
+
+def check_parts(folder: Path, tag: str, workers: Workers) -> None:
+    """InputError if ``folder`` holds parts of ``tag`` written by another process count."""
+    if not Path(folder).is_dir():
+        return
+    for path in sorted(Path(folder).iterdir()):
+        match = PART.match(path.name)
+        if match and match["tag"] == tag and int(match["world"]) != workers.world:
+            raise InputError(f"{folder} holds parts of a run with {match['world']} processes ({path.name}); "
+                             f"finish it with {match['world']} processes, or delete them")
+
+
+class ShardedCalls:
+    """An answer function's calls shared out over the processes, with results kept in part files.
+
+    Called like ``answer(images, prompts, max_new_tokens)``: this process answers the calls it
+    owns (or reads them back from its part, when a run resumes) and returns empty answers for
+    the others. :meth:`replay` (after every process has finished its calls) gives an answer
+    function that returns, call by call, what the owning processes answered."""
+
+    def __init__(self, answer: Answer, folder: Path, tag: str, header: Mapping[str, Any], workers: Workers) -> None:
+        check_parts(folder, tag, workers)
+        self.answer, self.folder, self.tag, self.workers = answer, Path(folder), tag, workers
+        self.header = {**header, "tag": tag, "world": workers.world}
+        self.log = AnswerLog(part_path(folder, tag, workers), {**self.header, "rank": workers.rank})
+        self.calls = 0
+
+    def __call__(self, images: list, prompts: list[str], max_new_tokens: int) -> list[str]:
+        index = self.calls
+        self.calls += 1
+        if not self.workers.owns(index):
+            return [""] * len(prompts)
+        done = self.log.done().get(str(index))
+        if done is not None and len(done["answer"]) == len(prompts):
+            return list(done["answer"])
+        answers = self.answer(images, prompts, max_new_tokens)
+        self.log.append(str(index), {"answer": answers})
+        return answers
+
+    def replay(self) -> Answer:
+        """The merged answers (read from every part) as an answer function, call by call; an
+        InputError if a part is missing a call (a process did not finish)."""
+        merged: dict[str, list[str]] = {}
+        for rank in range(self.workers.world):
+            path = part_path(self.folder, self.tag, self.workers, rank)
+            if not path.is_file():
+                raise InputError(f"{path} is missing: process {rank} did not run; re-run with the same settings")
+            log = AnswerLog(path, {**self.header, "rank": rank})
+            merged.update({key: record["answer"] for key, record in log.done().items()})
+        missing = [k for k in range(self.calls) if str(k) not in merged]
+        if missing:
+            raise InputError(f"the parts in {self.folder} miss {len(missing)} of {self.calls} calls of {self.tag} "
+                             f"(first: {missing[0]}); re-run with the same settings to finish them")
+        counter = iter(range(self.calls))
+
+        def answer(images: list, prompts: list[str], max_new_tokens: int) -> list[str]:
+            return list(merged[str(next(counter))])
+        return answer
