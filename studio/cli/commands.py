@@ -51,12 +51,19 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
                         help="weights dtype; auto = bf16/fp16 on GPU, fp32 on CPU")
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="allow the model folder's own Python code to run (off by default)")
+    parser.add_argument("--device-map", metavar="auto|balanced|FILE",
+                        help="split the model over the GPUs, CPU and disk with accelerate: a strategy (auto, balanced, "
+                             "balanced_low_0, sequential) or a JSON file mapping module names to devices")
+    parser.add_argument("--max-memory", metavar="DEV=SIZE,...",
+                        help="memory budget per device for --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB; what does "
+                             "not fit is offloaded to disk (implies --device-map auto)")
 
 
 def _session(args):
     from studio.engine.session import ModelSession
     return ModelSession.load(args.model, device=args.device, dtype=args.dtype,
-                             trust_remote_code=args.trust_remote_code)
+                             trust_remote_code=args.trust_remote_code, device_map=args.device_map,
+                             max_memory=args.max_memory)
 
 
 def cmd_launch(args) -> int:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from studio.engine.errors import InputError
 from studio.engine.files import atomic_write, atomic_write_json
+from studio.engine.placement import weight_of
 from studio.world.language import CAPTION_PROMPT, caption
 from studio.world.modelkit import chat_batch
 from studio.world.render import render
@@ -53,7 +54,7 @@ def model_fingerprint(model) -> str:
     so activations, dictionaries and directions can refuse a different model. It ignores where
     the model was loaded from and its dtype (signs survive fp32 -> bf16)."""
     import hashlib
-    weight = model.get_output_embeddings().weight.detach()
+    weight = weight_of(model.get_output_embeddings()).detach()
     sample = weight.flatten()[:: max(1, weight.numel() // 4096)].float().cpu() > 0
     shape = f"{model.config.model_type}:{tuple(weight.shape)}:{len(list(model.modules()))}"
     return hashlib.sha256(shape.encode() + sample.numpy().tobytes()).hexdigest()[:16]

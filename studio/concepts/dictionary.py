@@ -20,6 +20,7 @@ import torch
 
 from studio.concepts.activations import WORD, ActivationSet
 from studio.engine.errors import InputError
+from studio.engine.placement import weight_of
 
 Method = Literal["semi-nmf", "kmeans"]
 METHODS = ("semi-nmf", "kmeans")
@@ -88,8 +89,8 @@ def top_words(session, directions: np.ndarray, n: int = 5) -> list[list[tuple[st
     """The words each direction [K, D] promotes most through the final norm and unembedding,
     with their logit scores."""
     with torch.no_grad():
-        weight = session.adapter.final_norm().weight.detach().float().cpu()
-        unembed = session.adapter.unembedding().weight.detach().float().cpu()
+        weight = weight_of(session.adapter.final_norm()).detach().float().cpu()
+        unembed = weight_of(session.adapter.unembedding()).detach().float().cpu()
         logits = (torch.from_numpy(directions).float() * weight) @ unembed.T
     vocab = session.vocab
     return [[(vocab[i], float(v)) for v, i in zip(*row.topk(n))] for row in logits]

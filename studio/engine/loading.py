@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText
 from studio.adapters import AdapterError, check_supported
 from studio.engine.assets import asset
 from studio.engine.errors import ModelLoadError
+from studio.engine.placement import Placement, check_dispatched, input_device
 from studio.engine.processors import load_processor
 
 EMBEDDED = "embedded"
@@ -115,10 +116,12 @@ def check_weights(folder: Path) -> None:
 
 def load_model(source: str | None = None, device: str = "auto", dtype: str = "auto",
                attn_implementation: str = "sdpa", trust_remote_code: bool = False,
-               offline: bool | None = None) -> LoadedModel:
+               offline: bool | None = None, device_map: str | None = None,
+               max_memory: str | None = None) -> LoadedModel:
     """Load model and processor; see :meth:`studio.engine.session.ModelSession.load` for the options."""
     offline = _offline() if offline is None else offline
     where, local = resolve_source(source, offline)
+    placement = Placement.parse(device_map, max_memory)
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     if attn_implementation not in ("sdpa", "eager"):
@@ -135,7 +138,8 @@ def load_model(source: str | None = None, device: str = "auto", dtype: str = "au
     try:
         model: Any = AutoModelForImageTextToText.from_pretrained(  # "sdpa": the library's default, eager where
             where, dtype=torch_dtype, use_safetensors=True,  # a sub-model has no sdpa (PaliGemma 2's Gemma 2)
-            attn_implementation=None if attn_implementation == "sdpa" else attn_implementation, **common)
+            attn_implementation=None if attn_implementation == "sdpa" else attn_implementation, **common,
+            **(placement.from_pretrained_kwargs() if placement else {}))
         processor = load_processor(where, **common)
     except (OSError, ValueError) as err:
         raise ModelLoadError(_explain(source or EMBEDDED, err, offline)) from None
@@ -146,6 +150,10 @@ def load_model(source: str | None = None, device: str = "auto", dtype: str = "au
                              "without torchvision, but not for this one") from None
     except torch.OutOfMemoryError:
         raise ModelLoadError(f"'{source}' does not fit in {device} memory; try --dtype bf16 or --device cpu") from None
+    if placement is not None:
+        check_dispatched(model)
+        return LoadedModel(model=model.eval(), processor=processor, source=source or EMBEDDED,
+                           device=input_device(model), objects=object_words(where) if local else ())
     return LoadedModel(model=model.to(device).eval(), processor=processor, source=source or EMBEDDED, device=device,
                        objects=object_words(where) if local else ())
 

@@ -110,7 +110,8 @@ class ModelSession:
 
         Options: ``device`` ("auto", "cuda", "mps", "cpu"), ``dtype`` ("auto", "bf16",
         "fp16", "fp32"), ``attn_implementation`` ("sdpa" or "eager"), ``trust_remote_code``
-        (off unless asked), ``offline`` (default: the HF_HUB_OFFLINE setting).
+        (off unless asked), ``offline`` (default: the HF_HUB_OFFLINE setting), ``device_map``
+        and ``max_memory`` (split the model with accelerate: :mod:`studio.engine.placement`).
         """
         loaded: LoadedModel = load_model(source, **options)
         return cls(loaded.model, loaded.processor, source=loaded.source, device=loaded.device, objects=loaded.objects)
@@ -268,7 +269,7 @@ class ModelSession:
         kept: dict[int, torch.Tensor] = {}
         reads = [read("residual", i, functools.partial(kept.__setitem__, i)) for i in dict.fromkeys(layers)]
         self.call(lambda: self.model(**inputs), reads)
-        return [kept[i] for i in layers]
+        return [kept[i].to(self.device) for i in layers]  # a split model's layers may sit on other devices
 
     @contextmanager
     def attention_implementation(self, name: str | None, text_only: bool = False) -> Iterator[None]:
@@ -359,7 +360,7 @@ class ModelSession:
         answer = list(itertools.takewhile(lambda t: t not in eos, new_ids))[:max_new_tokens]
         tokens = [self._choice(t, out.logits[i][0], top_k) for i, t in enumerate(answer)]
         length = prepared.length + len(answer)
-        hidden = torch.stack([torch.cat(layer, dim=0)[:length] for layer in states])
+        hidden = torch.stack([torch.cat(layer, dim=0)[:length].to(self.device) for layer in states])  # split models
         logits = torch.stack([out.logits[i][0].float() for i in range(len(answer))]) if answer else \
             torch.zeros(0, self.adapter.unembedding().out_features)
         generation = Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + answer,
