@@ -165,6 +165,10 @@ def test_the_model_box_opens_another_model_and_a_bad_one_leaves_the_old_serving(
     assert len(table["data"]) >= 1 and "no ground truth" in status
     with pytest.raises(Exception, match="another model|this model needs|residual stream is|No concept"):
         client.predict(handle_file(str(photo)), "what is this ?", 3, 1, 5.0, "image", api_name="/clamp")
+    with pytest.raises(Exception, match="not DEVICE=SIZE"):
+        client.predict(str(tmp_path / "qwen"), False, "auto", "cpu=lots", api_name="/open_model")
+    split = client.predict("embedded", False, "auto", "cpu=3MB", api_name="/open_model")  # layers on disk
+    assert "llava" in split[0] and generate(client, sample.path, "describe the image .") == before
     opened = client.predict("embedded", False, api_name="/open_model")
     assert "llava" in opened[0]
     assert generate(client, sample.path, "describe the image .") == before

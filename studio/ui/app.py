@@ -65,14 +65,15 @@ def load_upload(session: ModelSession, file_path: str | None) -> dict:
 
 @user_errors
 def open_model(current: Serving, header: gr.Markdown, status: gr.Markdown, source: str, trust_remote_code: bool,
-               progress=gr.Progress()) -> dict:
+               device_map: str = "", max_memory: str = "", progress=gr.Progress()) -> dict:
     """Load another model (a local folder or a Hub id, with the launch's device and dtype, safetensors
-    only, remote code only when asked) and serve it; every tab resets (the components are the keys,
-    since the tabs registered them). A model that cannot be opened gets one message and the current
-    one keeps serving."""
+    only, remote code only when asked, split over devices when a device map or memory budget is
+    given) and serve it; every tab resets (the components are the keys, since the tabs registered
+    them). A model that cannot be opened gets one message and the current one keeps serving."""
     source = (source or "").strip() or EMBEDDED
     progress(0.1, desc=f"loading {source}")
-    session = ModelSession.load(source, trust_remote_code=bool(trust_remote_code), **current.options)
+    placement = {"device_map": (device_map or "").strip() or None, "max_memory": (max_memory or "").strip() or None}
+    session = ModelSession.load(source, trust_remote_code=bool(trust_remote_code), **current.options, **placement)
     progress(0.9, desc="resetting the tabs")
     current.session = session
     return {header: header_text(session), status: f"Opened `{source}`.",
@@ -142,6 +143,11 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
                                     elem_id="model-source", scale=4)
                 trust = gr.Checkbox(False, label="allow the model's own code (trust_remote_code)")
                 open_button = gr.Button("Open", elem_id="model-open")
+            with gr.Row():
+                device_map = gr.Textbox("", label="split over devices (device map: auto, balanced, or a JSON file; "
+                                              "empty: one device)", elem_id="model-device-map")
+                max_memory = gr.Textbox("", label="memory per device, e.g. 0=20GiB,cpu=64GiB (the rest to disk)",
+                                        elem_id="model-max-memory")
             model_status = gr.Markdown(elem_id="model-status")
         with gr.Row():
             with gr.Column(scale=2):
@@ -181,6 +187,6 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
                   list(answered.values()), api_name="generate")
         current.resets |= {answer: lambda s: None, table: lambda s: None, status: lambda s: ""}
         opened = [header, model_status, *current.resets]
-        open_button.click(functools.partial(open_model, current, header, model_status), [source, trust], opened,
-                          api_name="open_model")
+        open_button.click(functools.partial(open_model, current, header, model_status),
+                          [source, trust, device_map, max_memory], opened, api_name="open_model")
     return demo
