@@ -99,3 +99,31 @@ def test_parts_of_another_run_or_process_count_are_refused(pope_folder, tmp_path
     two = pope(pope_folder, tmp_path / "mixed", processes=2)
     assert two.returncode != 0 and "other settings" in two.stderr
     assert not (tmp_path / "mixed" / "report.json").exists()
+
+
+COLLECT = """
+import sys
+from studio.concepts.activations import CollectConfig, collect
+from studio.engine.session import ModelSession
+from studio.sharding import Workers
+workers = Workers.from_env()
+workers.start()
+collect(ModelSession.load(None, device="cpu"), CollectConfig(layer=2, n_scenes=7, batch=2, shard_rows=60), sys.argv[1],
+        progress=False, workers=workers)
+"""
+
+
+def test_activation_collection_on_two_processes_writes_the_shards_of_one(tmp_path):
+    script = tmp_path / "collect.py"
+    script.write_text(COLLECT)
+    runs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        command = [sys.executable, str(script), str(out)]
+        if processes > 1:
+            command = [str(BIN / "torchrun"), "--nproc-per-node", "2", "--no-python", "--", *command]
+        done = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs[processes] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert sorted(runs[1]) == sorted(runs[2]) and len([n for n in runs[1] if n.startswith("shard_")]) >= 2
+    assert runs[1] == runs[2]  # shard contents and meta.json, byte for byte; the parts are gone

@@ -1,16 +1,21 @@
 """CLI commands that look inside the representations: ``concepts train``, ``steer fit`` and
 ``steer report``.
 
-They are long jobs that also back the app's Concepts and Steer tabs; they print progress and
-write their outputs atomically (a temporary file or folder, then a rename).
+``concepts train`` and ``steer fit`` are long jobs that also back the app's Concepts and Steer
+tabs; they print progress and write their outputs atomically (a temporary file or folder, then
+a rename). ``steer report`` measures a saved fit on the report split and writes nothing.
 """
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from studio.cli.commands import NON_NEGATIVE, POSITIVE
 from studio.engine.errors import InputError
+
+if TYPE_CHECKING:
+    from studio.steering.fit import DirectionFit
 
 DEFAULT_ALPHAS = {"mean": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8), "mc2": (-4, -2, -1, 0, 1, 2, 3, 4, 6, 8),
                   "trained": (-2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 0.875, 1, 1.125, 1.25, 1.5, 2)}
@@ -21,7 +26,11 @@ def cmd_concepts_train(args, session) -> int:
     from studio.concepts.sae import DictionaryConfig
     config = BuildConfig(layer=args.layer, train_scenes=args.scenes, eval_scenes=args.eval_scenes,
                          sae=DictionaryConfig(d_sae=args.d_sae, k=args.k, steps=args.steps, seed=args.seed))
+    from studio.sharding import Workers
+    Workers.from_env().start()
     quality = build(session, config, args.out, args.cache)
+    if quality is None:  # another process of a data-parallel launch: the main one trains and reports
+        return 0
     q = quality.to_dict()
     print(f"saved to {args.out}: explained variance {q['explained_variance']:.4f} (patches "
           f"{q['explained_variance_patches']:.4f}, words {q['explained_variance_words']:.4f}), L0 {q['l0']:.1f}, "
@@ -50,7 +59,7 @@ def _numbers(text: str, kind=float) -> list:
         raise InputError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _fit_for(args, session):
+def _fit_for(args, session) -> tuple[DirectionFit, list[int]]:
     """The fit ``args.method`` asks for and its default layers; a trained fit gets its vectors later."""
     from studio.steering import fit as fitting
     from studio.steering import mc2, preference
@@ -155,7 +164,7 @@ def add_commands(sub, model_args, run) -> None:
     steer = sub.add_parser("steer", help="modality preference: directions, probe curve, steering sweep").add_subparsers(
         dest="steer_command", required=True)
     p = steer.add_parser("fit", help="fit preference directions and a steering vector on conflict items, "
-                                     "sweep alpha, score the bias split")
+                                     "choose alpha on a validation split, report it on another, score the bias split")
     p.add_argument("--n", type=POSITIVE, default=200,
                    help="conflict items per instruction style (fitting, and the validation split that chooses alpha)")
     p.add_argument("--report-n", type=POSITIVE, default=200,

@@ -11,7 +11,9 @@ in the row-major grid (-1 for words), token id.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from studio.engine.errors import InputError
 from studio.engine.files import atomic_write, atomic_write_json
 from studio.engine.placement import weight_of
+from studio.sharding import Workers
 from studio.world.language import CAPTION_PROMPT, caption
 from studio.world.modelkit import chat_batch
 from studio.world.render import render
@@ -53,7 +56,6 @@ def model_fingerprint(model) -> str:
     """A short digest of the model's shape and the signs of a strided sample of its unembedding,
     so activations, dictionaries and directions can refuse a different model. It ignores where
     the model was loaded from and its dtype (signs survive fp32 -> bf16)."""
-    import hashlib
     weight = weight_of(model.get_output_embeddings()).detach()
     sample = weight.flatten()[:: max(1, weight.numel() // 4096)].float().cpu() > 0
     shape = f"{model.config.model_type}:{tuple(weight.shape)}:{len(list(model.modules()))}"
@@ -75,39 +77,76 @@ def _layer_rows(session, inputs: dict, hidden: torch.Tensor, seeds: list[int]) -
     return torch.cat(acts), torch.tensor(meta, dtype=torch.int32)
 
 
-def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool = True) -> "ActivationSet":
-    """Run the scenes through the session's model and write the layer's activations to ``out_dir``."""
+def collect(session, config: CollectConfig, out_dir: str | Path, progress: bool = True,
+            workers: Workers | None = None) -> ActivationSet | None:
+    """Run the scenes through the session's model and write the layer's activations to ``out_dir``.
+
+    Batch ``k`` of scenes is computed by process ``k mod N`` of a data-parallel run (one process:
+    all of them) and kept as a part file of its own (``parts-<run>/batch_<k>.safetensors``,
+    written atomically, skipped when a re-run finds it); the main process then cuts the rows,
+    in batch order, into the same shards one process writes, and ``meta.json``. Returns the set
+    on the main process, None on the others."""
     if not 0 <= config.layer < session.n_layers:
         raise InputError(f"layer {config.layer} is out of range: choose 0..{session.n_layers - 1}")
+    workers = workers or Workers.from_env()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint = model_fingerprint(session.model)
+    parts = out / f"parts-{_run_digest(config, fingerprint)}"
+    starts = range(config.start, config.start + config.n_scenes, config.batch)
+    batches = [list(range(first, min(first + config.batch, config.start + config.n_scenes))) for first in starts]
+    mine = [k for k in range(len(batches)) if workers.owns(k)]
+    with tqdm(total=sum(len(batches[k]) for k in mine), desc=f"activations layer {config.layer}",
+              disable=not (progress and workers.main)) as bar:
+        for k in mine:
+            if not (parts / _part_name(k)).is_file():
+                _write_part(session, config, batches[k], parts / _part_name(k))
+            bar.update(len(batches[k]))
+    workers.barrier()
+    if not workers.main:
+        return None
     (out / META_FILE).unlink(missing_ok=True)
+    record = {"config": asdict(config), "model": fingerprint, **_assemble(out, parts, len(batches), config.shard_rows)}
+    atomic_write_json(out / META_FILE, record)
+    shutil.rmtree(parts)
+    return ActivationSet(out)
+
+
+def _run_digest(config: CollectConfig, fingerprint: str) -> str:
+    return hashlib.sha256(json.dumps([asdict(config), fingerprint], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _part_name(index: int) -> str:
+    return f"batch_{index:06d}.safetensors"
+
+
+def _write_part(session, config: CollectConfig, seeds: list[int], path: Path) -> None:
+    """One batch of scenes read teacher-forced; its rows at the layer, kept as one part file."""
+    scenes = [sample_scene(s, config.split) for s in seeds]
+    inputs = chat_batch(session.processor, [render(s) for s in scenes], [CAPTION_PROMPT] * len(scenes),
+                        [caption(s) for s in scenes]).to(session.device)
+    hidden = session.layer_outputs(dict(inputs), [config.layer])[0]
+    acts, meta = _layer_rows(session, inputs, hidden.float().cpu(), seeds)
+    atomic_write(path, save({"acts": acts.contiguous(), "meta": meta.contiguous()}))
+
+
+def _assemble(out: Path, parts: Path, n_batches: int, shard_rows: int) -> dict:
+    """The parts, in batch order, cut into shards of at least ``shard_rows`` rows (as they filled up)."""
     buffer_a: list[torch.Tensor] = []
     buffer_m: list[torch.Tensor] = []
     shards: list[str] = []
-    rows = 0
-    bar = tqdm(total=config.n_scenes, desc=f"activations layer {config.layer}", disable=not progress)
-    for first in range(config.start, config.start + config.n_scenes, config.batch):
-        seeds = list(range(first, min(first + config.batch, config.start + config.n_scenes)))
-        scenes = [sample_scene(s, config.split) for s in seeds]
-        inputs = chat_batch(session.processor, [render(s) for s in scenes], [CAPTION_PROMPT] * len(scenes),
-                            [caption(s) for s in scenes]).to(session.device)
-        hidden = session.layer_outputs(dict(inputs), [config.layer])[0]
-        acts, meta = _layer_rows(session, inputs, hidden.float().cpu(), seeds)
-        buffer_a.append(acts)
-        buffer_m.append(meta)
-        rows += len(acts)
-        if sum(len(a) for a in buffer_a) >= config.shard_rows:
+    rows = d_model = 0
+    for k in range(n_batches):
+        part = load_file(str(parts / _part_name(k)))
+        buffer_a.append(part["acts"])
+        buffer_m.append(part["meta"])
+        rows, d_model = rows + len(part["acts"]), int(part["acts"].shape[1])
+        if sum(len(a) for a in buffer_a) >= shard_rows:
             shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
             buffer_a, buffer_m = [], []
-        bar.update(len(seeds))
-    bar.close()
     if buffer_a:
         shards.append(_write_shard(out, len(shards), buffer_a, buffer_m))
-    record = {"config": asdict(config), "model": model_fingerprint(session.model), "rows": rows,
-              "d_model": int(acts.shape[1]), "shards": shards}
-    atomic_write_json(out / META_FILE, record)
-    return ActivationSet(out)
+    return {"rows": rows, "d_model": d_model, "shards": shards}
 
 
 def _write_shard(out: Path, index: int, acts: list, meta: list) -> str:

@@ -76,13 +76,17 @@ def loss_inputs(session, n: int, split: str = "neutral") -> tuple[dict, torch.Te
     return {k: v.to(session.device) for k, v in batch.items()}, labels.to(session.device)
 
 
-def build(session, config: BuildConfig, out_dir: str | Path, cache_dir: str | Path) -> DictionaryQuality:
-    """Collect, train, score and save; returns the quality figures (also in ``studio.json``)."""
+def build(session, config: BuildConfig, out_dir: str | Path, cache_dir: str | Path) -> DictionaryQuality | None:
+    """Collect, train, score and save; returns the quality figures (also in ``studio.json``). Under a
+    data-parallel launch every process shares the collection; the main process trains, scores and
+    saves, the others return None."""
     cache = Path(cache_dir)
     train_set = collect(session, CollectConfig(config.layer, config.train_scenes), cache / f"train-l{config.layer}")
-    sae = train_sae(train_set, config.sae, device=str(session.device))
     held_out = collect(session, CollectConfig(config.layer, config.eval_scenes, split=config.eval_split,
                                               start=config.eval_start), cache / f"eval-l{config.layer}")
+    if train_set is None or held_out is None:
+        return None
+    sae = train_sae(train_set, config.sae, device=str(session.device))
     quality, extra = score(session, sae, held_out, config)
     extra |= {"build": asdict(config), "quality": quality.to_dict()}
     save_sae(sae, out_dir, extra)

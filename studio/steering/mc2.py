@@ -17,11 +17,17 @@ github.com/EchoDreamer/Modality-Preference). The recipe, and where each part was
   last prompt position (:func:`studio.steering.fit.last_states`).
 - **Direction.** Per layer, the first principal component of the paired differences
   (image-instructed minus text-instructed state), oriented so that the differences project
-  positively on it: toward the image.
-- **Layers.** The reference's rebuttal notes name decoder layers 20-23 of Qwen2.5-VL-7B
-  (28 layers, its ``config.json``) as the intervention window, the layers where the
-  preference first separates under the logit lens; :func:`layer_window` maps that window to
-  another depth proportionally.
+  positively on it: toward the image. Checked only in part: the released ``pca.py`` projects
+  the image- and text-instructed states of each item on their principal components (at layer
+  20) and the reviews of the paper speak of a per-layer direction u_l from N samples; the
+  code that builds the steering vector lives in the reference's patched transformers, an
+  archive its repository snapshot lacks, so the exact formula is the representation-
+  engineering reading (PCA of paired differences), not a copy.
+- **Layers.** The reference's rebuttal notes (``Rebuttal_Update/README.md``) name layers
+  20-23 of Qwen2.5-VL-7B (28 decoder layers, its ``config.json``) as the intervention window,
+  the layers where the preference first separates under the logit lens; :func:`layer_window`
+  maps that window to another depth proportionally. The numbers are read as 0-based decoder
+  layers, as ``pca.py`` indexes them after dropping the embedding output; the notes do not say.
 - **Strength.** α × the direction added to the chosen layers' outputs.
 
 Departures, named:
@@ -33,7 +39,7 @@ Departures, named:
   α = 1 moves a state as far along the direction as the instruction does on average; the
   direction alone is a unit vector whose natural size depends on the model's width.
 - The α is chosen on a validation split and reported on another (:mod:`studio.steering.split`);
-  the paper tunes the strength per task.
+  how the paper chooses its strength is not in what we could read.
 - The direction is added at every position and generated step (``positions="all"``). The
   reference's steering itself lives in its patched transformers, which its repository ships
   only as an archive we could not read, so where it adds the vector is not verified.

@@ -124,3 +124,21 @@ def test_strength_zero_of_the_mc2_direction_is_the_plain_model(mc2_fit, embedded
     strong = mc2_fit.steering(layer_window(embedded.n_layers), 4.0).interventions()
     assert (embedded.forward(prepared, interventions=strong).logits - plain_logits).abs().max() > 1e-2
     assert hook_count(embedded.model) == before
+
+
+def test_steer_fit_mc2_saves_both_splits_and_steer_report_reads_the_validation_alpha(tmp_path, capsys):
+    import json
+
+    from studio.cli import main
+    out = tmp_path / "mc2"
+    assert main(["steer", "fit", "--method", "mc2", "--n", "8", "--report-n", "6", "--alphas", "0,1",
+                 "--chair-scenes", "0", "--out", str(out)]) == 0
+    saved = json.loads((out / "preference.json").read_text())
+    assert saved["method"] == "mc2" and saved["layers"] == [3] and saved["positions"] == "all"
+    assert saved["splits"] == {"validation": {"name": "validation", "scene_seeds": [0, 8], "items_per_style": 8},
+                               "report": {"name": "report", "scene_seeds": [200_000, 200_006], "items_per_style": 6}}
+    assert saved["chosen"]["alpha"] == 1.0 and saved["chosen"]["report"]["split"] == saved["splits"]["report"]
+    capsys.readouterr()
+    assert main(["steer", "report", "--steering", str(out), "--n", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "alpha +1 chosen on its validation split" in printed and "scenes 200000..200005" in printed
