@@ -127,3 +127,15 @@ def test_activation_collection_on_two_processes_writes_the_shards_of_one(tmp_pat
         runs[processes] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
     assert sorted(runs[1]) == sorted(runs[2]) and len([n for n in runs[1] if n.startswith("shard_")]) >= 2
     assert runs[1] == runs[2]  # shard contents and meta.json, byte for byte; the parts are gone
+
+
+def test_steer_fit_on_two_processes_saves_the_fit_of_one(tmp_path):
+    argv = ("steer", "fit", "--method", "mean", "--n", "6", "--report-n", "6", "--chair-scenes", "0",
+            "--alphas", "0,1,2")
+    for processes in (1, 2):
+        done = studio(*argv, "--out", str(tmp_path / f"p{processes}"), processes=processes)
+        assert done.returncode == 0, done.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "p1").iterdir())
+    assert files == ["preference.json", "preference.safetensors"]
+    for name in files:
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name

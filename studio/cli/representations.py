@@ -79,6 +79,9 @@ def cmd_steer_fit(args, session) -> int:
     alphas = _numbers(args.alphas) if args.alphas else list(DEFAULT_ALPHAS[args.method])
     for alpha in alphas:
         check_alpha(alpha)
+    from studio.sharding import Workers
+    workers = Workers.from_env()
+    workers.start()
     validation, held = split.validation_split(args.n), split.report_split(args.report_n)
     if args.method == "trained":
         from studio.steering.train import VectorConfig, train_vector
@@ -90,6 +93,8 @@ def cmd_steer_fit(args, session) -> int:
         fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
         fit.extra["training"] = asdict(config)
     result = split.validate_and_report(session, fit, layers, alphas, validation, held)
+    if not workers.main:  # every process answered its share; the main one reports and saves
+        return 0
     fit.extra |= {"layers": layers, "sweep": result.validation.to_dict(), "items_per_style": args.n,
                   "splits": {"validation": validation.to_dict(), "report": held.to_dict()}, "chosen": result.to_dict()}
     for alpha, ratio, seen, acc in zip(result.validation.alphas, result.validation.image_ratio("neutral"),

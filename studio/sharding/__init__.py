@@ -66,6 +66,17 @@ class Workers:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def map_batches(self, batches: list, answer: Callable[[Any], list]) -> list:
+        """``answer(batch)`` for every batch, concatenated in batch order: each process answers the
+        batches it owns and all processes receive every answer (all-gather), so a multi-stage job
+        whose next inputs depend on these answers continues identically on every process."""
+        mine = {k: answer(batch) for k, batch in enumerate(batches) if self.owns(k)}
+        if self.world > 1:
+            gathered: list[dict[int, list] | None] = [None] * self.world
+            torch.distributed.all_gather_object(gathered, mine)
+            mine = {k: v for part in gathered if part for k, v in part.items()}
+        return [answer for k in range(len(batches)) for answer in mine[k]]
+
 
 PART = re.compile(r"^(?P<tag>.+)\.part-(?P<rank>\d+)-of-(?P<world>\d+)\.jsonl$")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+from studio.sharding import Workers
 from studio.steering.vectors import Steering, steered_answers
 from studio.world.conflict import STYLES, ConflictItem, sample_items
 from studio.world.render import render
@@ -16,16 +17,18 @@ from studio.world.render import render
 
 def answer_items(session, items: list[ConflictItem], steering: Steering | None = None,
                  batch: int = 64, max_new_tokens: int = 2) -> list[str]:
-    """Each item's answer, greedy, optionally steered (alpha 0 runs the plain model)."""
-    out = []
-    for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
+    """Each item's answer, greedy, optionally steered (alpha 0 runs the plain model); the batches
+    are shared out over the processes of a data-parallel launch (:meth:`Workers.map_batches`)."""
+    def answer(chunk: list[ConflictItem]) -> list[str]:
         images, prompts = [render(i.scene) for i in chunk], [i.prompt for i in chunk]
         if steering is not None and steering.alpha:
-            out += steered_answers(session, images, prompts, max_new_tokens, steering)
-        else:
-            out += session.answer_batch(images, prompts, max_new_tokens)
-    return out
+            return steered_answers(session, images, prompts, max_new_tokens, steering)
+        return session.answer_batch(images, prompts, max_new_tokens)
+    return Workers.from_env().map_batches(_chunks(items, batch), answer)
+
+
+def _chunks(items: list[ConflictItem], batch: int) -> list[list[ConflictItem]]:
+    return [items[start:start + batch] for start in range(0, len(items), batch)]
 
 
 @dataclass
@@ -67,12 +70,10 @@ def preference(items: list[ConflictItem], answers: list[str],
 def image_answerable(session, items: list[ConflictItem], batch: int = 64) -> list[bool]:
     """Whether the model answers each item's bare question (no claim, no instruction) right
     from the image: a conflict can only be resolved toward the image where the model sees it."""
-    answers = []
-    for start in range(0, len(items), batch):
-        chunk = items[start:start + batch]
-        answers += session.answer_batch([render(i.scene) for i in chunk], [i.question for i in chunk], 2)
+    answers = Workers.from_env().map_batches(
+        _chunks(items, batch), lambda chunk: session.answer_batch([render(i.scene) for i in chunk],
+                                                                  [i.question for i in chunk], 2))
     return [i.follows(a) == "image" for i, a in zip(items, answers)]
-
 
 
 DIRECTION_ITEMS_START = 100_000
