@@ -495,6 +495,17 @@ def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[st
             *decoding_rows(decoded)]
 
 
+def bench_decoding(shape: dict, timer: Timer, tokens: int) -> None:
+    """Only the decoding rows of ``shape`` (every Mitigate method and plain ``model.generate``), printed:
+    a shorter run for when the full table's other steps are already measured."""
+    built = build(shape, False)
+    request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, tokens)
+    print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters")
+    for row in decoding_rows(measure_decoding(built.session, request, timer)):
+        print(f"   {row.label:<40}{_number(row.value) + ' ' + row.unit:>16}  {_number(row.ratio)} x {row.basis}"
+              f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
+
+
 def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: float) -> ShapeReport:
     """Build ``shape`` and measure every row of its table (see the module docstring)."""
     built = build(shape, quick)
@@ -601,6 +612,8 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
                              "(default 900; quick 0, always estimated)")
     parser.add_argument("--quick", action="store_true", help="2 decoder and 2 vision layers, 4 answer tokens: a smoke test")
     parser.add_argument("--json", type=Path, help="save the numbers here")
+    parser.add_argument("--decoding-only", type=int, metavar="TOKENS",
+                        help="measure only the decoding rows, decoding this many tokens (a shorter run)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]
     shapes = [load_shape(n) for n in names]
@@ -613,6 +626,9 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     print_machine(info)
     reports = []
     for shape in shapes:
+        if args.decoding_only:
+            bench_decoding(shape, timer, args.decoding_only)
+            continue
         reports.append(bench_shape(shape, args.quick, timer, attribution_budget))
         print_report(reports[-1], args.quick)
         release_memory()
