@@ -5,7 +5,8 @@ The amateur sees the image distorted by forward diffusion noise, so what survive
 logits is what the model would say from language priors alone; the contrast subtracts it.
 Noise follows the reference code (DAMO-NLP-SG/VCD, ``vcd_add_noise.py``): T = 1000 steps, a
 sigmoid beta schedule from 1e-5 to 5e-3, x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps on the
-processor's normalised ``pixel_values``, noised once per request with a fixed seed.
+processor's normalised ``pixel_values``, noised once per request with a fixed seed, each image
+on its own (:func:`image_parts`), so an answer does not depend on the batch it is decoded in.
 Defaults: alpha = 1, beta = 0.1, noise step 500. Departure: the paper and its code sample
 (temperature 1, top-p 1, no top-k); the studio decodes greedily on the contrast by default
 (``sample=True`` gives the published sampler, see :mod:`studio.decoding.contrastive`).
@@ -66,4 +67,22 @@ class VCD(ContrastiveStrategy):
     def amateurs(self, session, experts: dict, images: list, prompts: list[str]) -> dict:
         if "pixel_values" not in experts:
             raise InputError("VCD contrasts against a noised image: give an image")
-        return {**experts, "pixel_values": diffuse(experts["pixel_values"], self.noise_step, self.noise_seed)}
+        pixels = experts["pixel_values"]
+        parts = image_parts(pixels, len(images), experts)
+        noised = diffuse(pixels, self.noise_step, self.noise_seed) if parts is None else torch.cat(
+            [diffuse(pixels[start:end], self.noise_step, self.noise_seed) for start, end in parts])
+        return {**experts, "pixel_values": noised}
+
+
+def image_parts(pixels: torch.Tensor, n_images: int, inputs: dict) -> list[tuple[int, int]] | None:
+    """The rows of ``pixels`` that belong to each image, so each is noised as if it were alone (a
+    request's noise then does not depend on the batch it is decoded in): one row per image, or
+    Qwen-style flattened patches split by ``image_grid_thw``; None when the layout does not say
+    (e.g. InternVL's tiles of several images), and the batch is noised as one tensor."""
+    if pixels.shape[0] == n_images:
+        return [(i, i + 1) for i in range(n_images)]
+    grid = inputs.get("image_grid_thw")
+    if grid is not None and len(grid) == n_images and int(grid.prod(-1).sum()) == pixels.shape[0]:
+        ends = grid.prod(-1).cumsum(0).tolist()
+        return list(zip([0, *ends[:-1]], ends))
+    return None

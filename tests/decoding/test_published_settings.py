@@ -114,3 +114,17 @@ def test_plausibility_constraint_at_beta_zero_keeps_everything():
     scores = torch.tensor([[2.0, 1.0, -5.0]])
     assert not torch.isinf(contrast(scores, scores * 0, 1.0, 0.0)).any()
     assert math.isinf(float(contrast(scores, scores * 0, 1.0, 0.5)[0, 2]))
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "idefics3"])
+def test_vcd_noise_of_an_image_does_not_depend_on_its_batch(family):
+    model, processor = build_tiny(family)
+    session = ModelSession(model, processor)
+    vcd = strategy_by_name("vcd")
+    images, prompts = [sample_image(32, 32, seed=s) for s in (1, 2)], ["what is this ?", "and this ?"]
+    batch = vcd.rows(session, images, prompts).inputs["pixel_values"]
+    alone = [vcd.rows(session, [image], [prompt]).inputs["pixel_values"] for image, prompt in zip(images, prompts)]
+    half = batch.shape[0] // 2  # experts then amateurs
+    amateur_rows = batch[half:]
+    singles = torch.cat([a[a.shape[0] // 2:] for a in alone])
+    torch.testing.assert_close(amateur_rows, singles, rtol=0, atol=0)
