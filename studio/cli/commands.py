@@ -1,5 +1,8 @@
-"""vlm-studio: launch the studio, describe an image, run a probe, train/evaluate/sample the world,
-train concept dictionaries, fit and sweep modality-preference steering.
+"""vlm-studio: the studio, probes, POPE / CHAIR benchmarks, the scene world, concept dictionaries and steering.
+
+Launch the studio, describe an image, run a probe, evaluate decoding methods on POPE and CHAIR
+files, train / evaluate / sample / export the world, train concept dictionaries, fit and sweep
+modality-preference steering.
 
 Every user-facing failure ends the command with exit code 2 and one line ``error: ...``.
 """
