@@ -335,7 +335,9 @@ class ModelSession:
         out, plan = self._decode(batch, strategy, max_new_tokens, interventions, output_logits=True)
         new_ids = out.sequences[0, batch.inputs["input_ids"].shape[1]:].tolist()
         eos = self.eos_ids
-        chosen = plan.trace.get("chosen") or [step[0] for step in out.scores]  # what each token was chosen from
+        # what each token was chosen from: the contrast (traced), the warped scores when generate
+        # samples, else the logits themselves
+        chosen = plan.trace.get("chosen") or [step[0] for step in (out.scores or out.logits)]
         tokens = [self._chosen(tid, scores, logits[0], top_k)
                   for tid, scores, logits in zip(new_ids, chosen, out.logits) if tid not in eos]
         return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
@@ -400,7 +402,8 @@ class ModelSession:
         if interventions and batch.inputs["input_ids"].shape[0] != batch.answers:
             rows = tuple(range(batch.answers))
             interventions = [dataclasses.replace(i, rows=i.rows or rows) for i in interventions]
-        extra = {"return_dict_in_generate": True, "output_logits": True, "output_scores": True} if output_logits else {}
+        extra = {"return_dict_in_generate": True, "output_logits": True,
+                 "output_scores": strategy.do_sample} if output_logits else {}  # scores differ from logits only then
 
         def run():
             if strategy.seed is not None:

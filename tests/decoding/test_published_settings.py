@@ -128,3 +128,12 @@ def test_vcd_noise_of_an_image_does_not_depend_on_its_batch(family):
     amateur_rows = batch[half:]
     singles = torch.cat([a[a.shape[0] // 2:] for a in alone])
     torch.testing.assert_close(amateur_rows, singles, rtol=0, atol=0)
+
+
+def test_plain_sampling_probability_is_under_the_warped_distribution(qwen):
+    session, prepared = qwen
+    generation = session.generate(prepared, 3, strategy_by_name("sampling", temperature=0.5, sample_seed=1))
+    out = session.generate(prepared, 3)  # greedy: the model's own distribution, no expert_prob beside it
+    assert all(t.expert_prob is None for t in out.tokens)
+    for token in generation.tokens:
+        assert token.expert_prob is not None and token.prob != pytest.approx(token.expert_prob, abs=1e-6)
