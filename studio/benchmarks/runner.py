@@ -21,7 +21,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from studio.benchmarks.answers import AnswerLog
-from studio.benchmarks.chair import CaptionCounts, caption_counts, ground_truth, vocabulary_for
+from studio.benchmarks.chair import caption_counts, ground_truth, vocabulary_for
 from studio.benchmarks.coco import image_paths, read_coco
 from studio.benchmarks.intervals import Interval, paired_bootstrap
 from studio.benchmarks.pope import PopeCounts, find_images, pope_counts, pope_from_counts, read_pope_file
@@ -127,18 +127,9 @@ class MethodReport:
     interval: Interval
 
 
-def _pope_row(c: PopeCounts) -> dict[str, float]:
-    return {"tp": c.tp, "fp": c.fp, "tn": c.tn, "fn": c.fn, "yes": c.yes, "n": c.n}
-
-
 def _pope_metrics(total: dict[str, float]) -> dict[str, float]:
     score = pope_from_counts([PopeCounts(**{k: int(v) for k, v in total.items()})])
     return {m: getattr(score, m) for m in POPE_METRICS}
-
-
-def _chair_row(c: CaptionCounts) -> dict[str, float]:
-    return {"hallucinated": c.hallucinated, "mentions": c.mentions, "recalled": c.recalled, "objects": c.objects,
-            "bad_caption": c.bad_caption, "captions": 1}
 
 
 def _chair_metrics(total: dict[str, float]) -> dict[str, float]:
@@ -195,13 +186,15 @@ def chair_items(annotations: Path, images: Path, prompt: str = CHAIR_PROMPT, lim
 
 def pope_row(item: Item, answer: str) -> dict[str, float]:
     """An answer's POPE counts."""
-    return _pope_row(pope_counts(answer, item.truth))
+    return asdict(pope_counts(answer, item.truth))
 
 
 def chair_row(item: Item, answer: str) -> dict[str, float]:
     """A caption's CHAIR counts."""
     truth, vocab = item.truth
-    return _chair_row(caption_counts(answer, truth, vocab))
+    c = caption_counts(answer, truth, vocab)
+    return {"hallucinated": c.hallucinated, "mentions": c.mentions, "recalled": c.recalled, "objects": c.objects,
+            "bad_caption": c.bad_caption, "captions": 1}
 
 
 def run_benchmark(session: ModelSession, methods: Mapping[str, DecodingStrategy], items: Sequence[Item],
