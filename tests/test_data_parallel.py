@@ -34,7 +34,7 @@ def records(folder: Path, pattern: str) -> dict[str, object]:
     return out
 
 
-WORLD_EVAL = ("world", "eval", "--splits", "cooccur", "--n", "3", "--methods", "greedy,vcd")
+WORLD_EVAL = ("world", "eval", "--splits", "cooccur", "--n", "3", "--methods", "greedy,vcd", "--detectors")
 
 
 def test_world_eval_on_two_processes_equals_one(tmp_path):
@@ -43,9 +43,14 @@ def test_world_eval_on_two_processes_equals_one(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     assert two.returncode == 0, two.stderr[-2000:]
     assert (tmp_path / "one.json").read_bytes() == (tmp_path / "two.json").read_bytes()
+    assert set(json.loads((tmp_path / "one.json").read_text())["detectors"]) == {"cooccur", "neutral"}
     parts = tmp_path / "two.json.parts"
-    assert sorted(p.name for p in parts.iterdir()) == [f"world-eval-{m}.part-{r}-of-2.jsonl"
-                                                       for m in ("greedy", "vcd") for r in (0, 1)]
+    assert sorted(p.name for p in parts.iterdir()) == sorted(
+        [f"world-eval-{m}.part-{r}-of-2.jsonl" for m in ("greedy", "vcd") for r in (0, 1)]
+        + [f"detector-{s}.part-{r}-of-2.jsonl" for s in ("cooccur", "neutral") for r in (0, 1)])
+    detector = [records(parts, f"detector-cooccur.part-{r}-of-2.jsonl") for r in (0, 1)]
+    assert sorted(detector[0]) == ["0", "2"] and sorted(detector[1]) == ["1"]
+    assert {**detector[0], **detector[1]} == records(tmp_path / "one.parts", "detector-cooccur.part-*")
     for method in ("greedy", "vcd"):
         single = records(tmp_path / "one.parts", f"world-eval-{method}.part-*")
         assert records(parts, f"world-eval-{method}.part-*") == single and len(single) > 3
@@ -137,5 +142,17 @@ def test_steer_fit_on_two_processes_saves_the_fit_of_one(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
     files = sorted(p.name for p in (tmp_path / "p1").iterdir())
     assert files == ["preference.json", "preference.safetensors"]
+    for name in files:
+        assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name
+    # a process that died part way: its part cut to two batches, the fit gone; the re-run answers
+    # only the batches no part holds, and saves the same fit
+    parts = {p.name: p.read_bytes() for p in (tmp_path / "p2.parts").iterdir()}
+    assert sorted(parts) == ["steer-fit.part-0-of-2.jsonl", "steer-fit.part-1-of-2.jsonl"]
+    cut = tmp_path / "p2.parts" / "steer-fit.part-1-of-2.jsonl"
+    cut.write_bytes(b"".join(parts[cut.name].splitlines(keepends=True)[:3]))
+    shutil.rmtree(tmp_path / "p2")
+    done = studio(*argv, "--out", str(tmp_path / "p2"), processes=2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "p2.parts").iterdir()} == parts
     for name in files:
         assert (tmp_path / "p1" / name).read_bytes() == (tmp_path / "p2" / name).read_bytes(), name

@@ -169,27 +169,43 @@ def cmd_world_eval(args) -> int:
         return [evaluate_split(answerers["greedy"], split, args.n, seed=args.seed, progress=progress)[0]
                 for split in splits]
     reports = _in_parallel(run, {"greedy": session.answer_batch}, folder, _header(args, session, splits), workers)
+    detector = _detector_reports(args, session, folder, workers) if args.detectors else None
     if reports is None:
         return 0
     print(format_table(reports))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed, "splits": report_dict(reports)}
-    if args.detectors:
-        from studio.world.detect_eval import (
-            format_detector_table,
-            mention_records,
-            report_dicts,
-            summarise,
-        )
-        detector = [summarise(s, args.n, mention_records(session, s, args.n, seed=args.seed))
-                    for s in ("cooccur", "neutral")]
-        print(format_detector_table(detector))
-        payload["detectors"] = report_dicts(detector)
+    _add_detectors(payload, detector)
     if args.json:
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")
     else:
         print(json.dumps(payload, indent=1))
     return 0
+
+
+def _detector_reports(args, session, folder: Path | None, workers) -> list | None:
+    """The detectors scored on the cooccur and neutral splits, each scene's mentions one item of
+    :func:`studio.sharding.map_items` (shared out and resumable under several processes); None
+    on the processes other than the main one."""
+    from studio.sharding import map_items
+    from studio.world.detect_eval import scene_mentions, summarise
+    reports = []
+    for split in ("cooccur", "neutral"):
+        def mentions(key: str, split: str = split) -> list[dict]:
+            return scene_mentions(session, split, int(key), seed=args.seed)
+        scenes = map_items([str(i) for i in range(args.n)], mentions, folder, f"detector-{split}",
+                           {"model": session.source, "n_scenes": args.n, "seed": args.seed}, workers)
+        if scenes is not None:
+            reports.append(summarise(split, args.n, [record for scene in scenes for record in scene]))
+    return reports if workers.main else None
+
+
+def _add_detectors(payload: dict, detector: list | None) -> None:
+    """Print the detectors' table and put it in the payload, when they were scored."""
+    if detector is not None:
+        from studio.world.detect_eval import format_detector_table, report_dicts
+        print(format_detector_table(detector))
+        payload["detectors"] = report_dicts(detector)
 
 
 def _parts_folder(args, workers) -> Path | None:
@@ -240,12 +256,14 @@ def _compare_methods(args, session, splits: list[str], workers, folder: Path | N
     scores = _in_parallel(lambda given, progress: compare_methods(given, splits, args.n, seed=args.seed,
                                                                   progress=progress),
                           answerers, folder, header, workers)
+    detector = _detector_reports(args, session, folder, workers) if args.detectors else None
     if scores is None:
         return 0
     print(format_comparison(scores))
     payload = {"model": session.source, "n_scenes": args.n, "seed": args.seed,
                "methods": {n: asdict(s) | {"name": n} for n, s in strategies.items()},
                "comparison": comparison_dict(scores)}
+    _add_detectors(payload, detector)
     if args.json:
         _write_json(Path(args.json), payload)
         print(f"wrote {args.json}")

@@ -73,26 +73,41 @@ def _fit_for(args, session) -> tuple[DirectionFit, list[int]]:
     return fit, [fitting.best_layer(fit)]
 
 
+def _fit_parts(args, workers) -> Path | None:
+    """Where ``steer fit`` keeps its answered batches: ``--parts``, else ``OUT.parts`` when several
+    processes run; None (nothing kept) for a plain one-process run."""
+    if args.parts:
+        return Path(args.parts)
+    return Path(f"{args.out}.parts") if workers.world > 1 else None
+
+
+def _fit_header(args, session, alphas: list[float]) -> dict:
+    """What every answer of a ``steer fit`` depends on (kept batches of other settings are refused)."""
+    return {"model": session.source, "method": args.method, "n": args.n, "report_n": args.report_n,
+            "layers": args.layers, "steps": args.steps, "seed": args.seed, "alphas": alphas}
+
+
 def cmd_steer_fit(args, session) -> int:
     from studio.steering import preference, split, sweep
     from studio.steering.vectors import check_alpha
     alphas = _numbers(args.alphas) if args.alphas else list(DEFAULT_ALPHAS[args.method])
     for alpha in alphas:
         check_alpha(alpha)
-    from studio.sharding import Workers
+    from studio.sharding import Workers, kept_batches
     workers = Workers.from_env()
     workers.start()
     validation, held = split.validation_split(args.n), split.report_split(args.report_n)
     if args.method == "trained":
         from studio.steering.train import VectorConfig, train_vector
         config = VectorConfig(steps=args.steps, seed=args.seed)
-    fit, default_layers = _fit_for(args, session)
-    layers = _numbers(args.layers, int) if args.layers else default_layers
-    if args.method == "trained":
-        training = preference.training_items(config.items)
-        fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
-        fit.extra["training"] = asdict(config)
-    result = split.validate_and_report(session, fit, layers, alphas, validation, held)
+    with kept_batches(_fit_parts(args, workers), "steer-fit", _fit_header(args, session, alphas), workers):
+        fit, default_layers = _fit_for(args, session)
+        layers = _numbers(args.layers, int) if args.layers else default_layers
+        if args.method == "trained":
+            training = preference.training_items(config.items)
+            fit.vectors, fit.positions = train_vector(session, training, layers, config), config.positions
+            fit.extra["training"] = asdict(config)
+        result = split.validate_and_report(session, fit, layers, alphas, validation, held)
     if not workers.main:  # every process answered its share; the main one reports and saves
         return 0
     fit.extra |= {"layers": layers, "sweep": result.validation.to_dict(), "items_per_style": args.n,
@@ -187,6 +202,9 @@ def add_commands(sub, model_args, run) -> None:
     p.add_argument("--chair-scenes", type=NON_NEGATIVE, default=300,
                    help="bias/neutral scenes to score steering toward the image (0 to skip)")
     p.add_argument("--out", default="runs/steering", help="folder for preference.safetensors + preference.json")
+    p.add_argument("--parts", metavar="DIR",
+                   help="keep every answered batch here, so a stopped run resumes (default under several "
+                        "processes: OUT.parts; one process keeps nothing unless given)")
     model_args(p)
     p.set_defaults(func=run(cmd_steer_fit))
 

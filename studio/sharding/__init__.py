@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,61 @@ class Workers:
     def map_batches(self, batches: list, answer: Callable[[Any], list]) -> list:
         """``answer(batch)`` for every batch, concatenated in batch order: each process answers the
         batches it owns and all processes receive every answer (all-gather), so a multi-stage job
-        whose next inputs depend on these answers continues identically on every process."""
-        mine = {k: answer(batch) for k, batch in enumerate(batches) if self.owns(k)}
+        whose next inputs depend on these answers continues identically on every process. Inside
+        :func:`kept_batches`, each answered batch is also kept in this process's part (and read
+        back from it when a run resumes)."""
+        kept = _KEPT.get()
+        call = kept.next_call() if kept is not None else 0
+        mine = {k: kept.answer(f"{call}:{k}", answer, batch) if kept is not None else answer(batch)
+                for k, batch in enumerate(batches) if self.owns(k)}
         if self.world > 1:
             gathered: list[dict[int, list] | None] = [None] * self.world
             torch.distributed.all_gather_object(gathered, mine)
             mine = {k: v for part in gathered if part for k, v in part.items()}
         return [answer for k in range(len(batches)) for answer in mine[k]]
+
+
+@dataclass
+class _BatchLog:
+    """The batches a multi-stage job has answered, by ``"<map_batches call>:<batch>"``."""
+
+    log: AnswerLog
+    calls: int = field(default=0)
+
+    def next_call(self) -> int:
+        self.calls += 1
+        return self.calls - 1
+
+    def answer(self, key: str, answer: Callable[[Any], list], batch: Any) -> list:
+        done = self.log.done().get(key)
+        if done is not None:
+            return list(done["answer"])
+        answers = answer(batch)
+        self.log.append(key, {"answer": answers})
+        return answers
+
+
+_KEPT: ContextVar[_BatchLog | None] = ContextVar("kept_batches", default=None)
+
+
+@contextmanager
+def kept_batches(folder: Path | None, tag: str, header: Mapping[str, Any], workers: Workers) -> Iterator[None]:
+    """Within it, :meth:`Workers.map_batches` keeps every batch this process answers in its part
+    ``folder/tag.part-<rank>-of-<N>.jsonl`` (a job of several stages, such as ``steer fit``,
+    numbers its calls in order), so a re-run with the same ``header`` and process count answers
+    only what no process kept. Parts of other settings or another process count are refused.
+    Nothing is kept with no folder."""
+    if folder is None:
+        yield
+        return
+    check_parts(folder, tag, workers)
+    log = AnswerLog(part_path(folder, tag, workers), {**header, "tag": tag, "world": workers.world,
+                                                      "rank": workers.rank})
+    token = _KEPT.set(_BatchLog(log))
+    try:
+        yield
+    finally:
+        _KEPT.reset(token)
 
 
 PART = re.compile(r"^(?P<tag>.+)\.part-(?P<rank>\d+)-of-(?P<world>\d+)\.jsonl$")
@@ -142,3 +192,36 @@ class ShardedCalls:
         def answer(images: list, prompts: list[str], max_new_tokens: int) -> list[str]:
             return list(merged[str(next(counter))])
         return answer
+
+
+def map_items(keys: list[str], compute: Callable[[str], Any], folder: Path | None, tag: str,
+              header: Mapping[str, Any], workers: Workers, progress: bool = True) -> list | None:
+    """``compute(key)`` for every key, in key order, shared out over the processes.
+
+    Each item is independent (one scene's detector records, say): item ``k`` belongs to process
+    ``k mod N``, which writes its result (JSON) to its own part in ``folder`` as soon as it has
+    it, so a re-run skips what is done. After a barrier the main process reads every part and
+    returns all results in key order; the other processes return None. With no folder (one
+    plain process) the items are computed in turn and nothing is written."""
+    from tqdm.auto import tqdm
+    if folder is None:
+        return [compute(key) for key in tqdm(keys, desc=tag, disable=not progress)]
+    check_parts(folder, tag, workers)
+    full = {**header, "tag": tag, "world": workers.world}
+    log = AnswerLog(part_path(folder, tag, workers), {**full, "rank": workers.rank})
+    done = log.done()
+    for k, key in enumerate(tqdm(keys, desc=tag, disable=not (progress and workers.main))):
+        if workers.owns(k) and key not in done:
+            log.append(key, {"answer": compute(key)})
+    workers.barrier()
+    if not workers.main:
+        return None
+    merged: dict[str, Any] = {}
+    for rank in range(workers.world):
+        part = AnswerLog(part_path(folder, tag, workers, rank), {**full, "rank": rank})
+        merged.update({key: record["answer"] for key, record in part.done().items()})
+    missing = [key for key in keys if key not in merged]
+    if missing:
+        raise InputError(f"the parts in {folder} miss {len(missing)} of {len(keys)} items of {tag} "
+                         f"(first: {missing[0]}); re-run with the same settings to finish them")
+    return [merged[key] for key in keys]

@@ -42,26 +42,32 @@ def auroc(real: np.ndarray, hallucinated: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (len(real) * len(hallucinated)))
 
 
+def scene_mentions(session, split: str, i: int, seed: int = 0, detector_params: dict | None = None) -> list[dict]:
+    """One record per object word in the caption of scene ``i`` of ``split`` (the detector's
+    scores, whether the word is hallucinated, whether its best patch lies in the object's box)."""
+    scene = sample_scene(seed * 100_000 + 50_000 + i, split)
+    result: Any = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40), lexicon=KINDS,
+                            **(detector_params or {}))
+    records = []
+    for k, word in enumerate(result.words):
+        obj = scene.find(word)
+        grid, row, col = result.patch[int(result.best_positions[k])]
+        x0, y0, x1, y1 = PatchGrid.from_dict(result.grids[grid]).patch_box(row, col)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        inside = None
+        if obj is not None:
+            bx0, by0, bx1, by1 = object_box(obj)
+            inside = bool(bx0 <= cx < bx1 and by0 <= cy < by1)
+        records.append({"scene": i, "word": word, "hallucinated": obj is None, "grounded": inside,
+                        **{s: float(getattr(result, s)[k]) for s in SCORES}})
+    return records
+
+
 def mention_records(session, split: str, n: int, seed: int = 0, progress: bool = True,
                     detector_params: dict | None = None) -> list[dict]:
     """One record per object word in the captions of ``n`` scenes of ``split``."""
-    records = []
-    for i in tqdm(range(n), desc=f"detector {split}", disable=not progress):
-        scene = sample_scene(seed * 100_000 + 50_000 + i, split)
-        result: Any = run_probe(session, "detector", ProbeRequest(render(scene), CAPTION_PROMPT, 40), lexicon=KINDS,
-                           **(detector_params or {}))
-        for k, word in enumerate(result.words):
-            obj = scene.find(word)
-            grid, row, col = result.patch[int(result.best_positions[k])]
-            x0, y0, x1, y1 = PatchGrid.from_dict(result.grids[grid]).patch_box(row, col)
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            inside = None
-            if obj is not None:
-                bx0, by0, bx1, by1 = object_box(obj)
-                inside = bool(bx0 <= cx < bx1 and by0 <= cy < by1)
-            records.append({"scene": i, "word": word, "hallucinated": obj is None, "grounded": inside,
-                            **{s: float(getattr(result, s)[k]) for s in SCORES}})
-    return records
+    return [record for i in tqdm(range(n), desc=f"detector {split}", disable=not progress)
+            for record in scene_mentions(session, split, i, seed, detector_params)]
 
 
 def summarise(split: str, n: int, records: list[dict]) -> DetectorReport:
