@@ -133,6 +133,9 @@ class Adapter:
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
     answer_token_type: ClassVar[int] = 0  # token_type_ids of generated tokens (PaliGemma's suffix: 1)
+    # questions about one image may share its prompt prefix's KV cache (studio.engine.prefix): positions
+    # follow the attention mask and image tokens are attended causally
+    shares_prefix: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, processor=None) -> None:
         self.model: Any = model  # a *ForConditionalGeneration; its layout varies by family

@@ -26,6 +26,7 @@ _TILE = re.compile(r"<row_(\d+)_col_(\d+)>")
 
 class Idefics3Adapter(Adapter):
     family = "idefics3"
+    shares_prefix = True
     model_types = ("idefics3", "smolvlm")
 
     def text_model(self):

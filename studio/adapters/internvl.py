@@ -19,6 +19,7 @@ from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGri
 
 class InternVLAdapter(Adapter):
     family = "internvl"
+    shares_prefix = True
     model_types = ("internvl",)
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,

@@ -23,6 +23,7 @@ from studio.adapters.mistral3 import pixtral_layout, pixtral_token_groups
 
 class LlavaAdapter(Adapter):
     family = "llava"
+    shares_prefix = True
     model_types = ("llava",)
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,

@@ -23,6 +23,7 @@ from studio.adapters.base import (
 
 class LlavaNextAdapter(Adapter):
     family = "llava_next"
+    shares_prefix = True
     model_types = ("llava_next",)
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,

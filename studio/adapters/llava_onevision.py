@@ -21,6 +21,7 @@ from studio.adapters.llava_next import LlavaNextAdapter
 
 class LlavaOnevisionAdapter(LlavaNextAdapter):
     family = "llava_onevision"
+    shares_prefix = True
     model_types = ("llava_onevision",)
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,

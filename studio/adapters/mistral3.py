@@ -17,6 +17,7 @@ from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGri
 
 class Mistral3Adapter(Adapter):
     family = "mistral3"
+    shares_prefix = True
     model_types = ("mistral3",)
 
     def _step(self) -> int:

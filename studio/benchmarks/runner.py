@@ -85,10 +85,9 @@ def answer_items(session: ModelSession, name: str, strategy: DecodingStrategy, i
             if any(item.id not in done for item in chunk):
                 texts = session.answer_batch([i.image for i in chunk], [i.prompt for i in chunk],
                                              settings.max_new_tokens, strategy)
-                for item, text in zip(chunk, texts):
-                    if item.id not in done:
-                        log.append(item.id, {"answer": text})
-                        done[item.id] = text
+                new = {item.id: text for item, text in zip(chunk, texts) if item.id not in done}
+                log.extend({key: {"answer": text} for key, text in new.items()})
+                done.update(new)
             bar.update(len(chunk))
     return {item.id: done[item.id] for chunk in mine for item in chunk}
 

@@ -30,6 +30,7 @@ from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
 from studio.engine.errors import InputError, ResourceError, StudioError
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
+from studio.engine.prefix import decode_with_shared_prefix
 from studio.engine.zerogpu import on_gpu
 from studio.interventions import Intervention, intervene, read
 
@@ -370,15 +371,15 @@ class ModelSession:
         return generation, hidden, logits
 
     def batch_inputs(self, images: list[ImageLike], prompts: list[str],
-                     systems: Sequence[str | None] | None = None) -> dict:
-        """Model inputs for many (image, prompt) pairs, left-padded into one batch; ``systems`` gives
-        rows a system turn of their own (None: the template's default)."""
+                     systems: Sequence[str | None] | None = None, padding_side: str = "left") -> dict:
+        """Model inputs for many (image, prompt) pairs, padded (left, for generation) into one batch;
+        ``systems`` gives rows a system turn of their own (None: the template's default)."""
         systems = systems or [None] * len(prompts)
         texts = [self._chat_text([{"type": "image"}, {"type": "text", "text": self.check_prompt(p)}], p, True, system)
                  for p, system in zip(prompts, systems)]
         pictures = [load_image(i) for i in images]
         inputs = self._process(pictures, images=[[p] for p in pictures], text=texts, return_tensors="pt",
-                               padding=True, padding_side="left").to(self.device)
+                               padding=True, padding_side=padding_side).to(self.device)
         if inputs["pixel_values"].is_floating_point():
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         return dict(inputs)
@@ -392,8 +393,31 @@ class ModelSession:
         check_new_tokens(max_new_tokens)
         strategy = strategy or Greedy()
         batch = strategy.rows(self, images, prompts)
+        shared = self._shared_prefix_answers(images, prompts, batch, strategy, interventions, max_new_tokens)
+        if shared is not None:
+            return [self.decode_answer(row) for row in shared]
         out, _ = self._decode(batch, strategy, max_new_tokens, interventions)
         return [self.decode_answer(row) for row in out[: batch.answers, batch.inputs["input_ids"].shape[1]:]]
+
+    def _shared_prefix_answers(self, images: list[ImageLike], prompts: list[str], batch: DecodeBatch,
+                               strategy: DecodingStrategy, interventions: Sequence[Intervention],
+                               max_new_tokens: int) -> torch.Tensor | None:
+        """The generated ids when the rows can share each image's prompt prefix
+        (:mod:`studio.engine.prefix`: plain greedy, no intervention, a family whose adapter allows
+        it, an image asked more than once); else None."""
+        image_token = self._image_token_id()
+        if interventions or not self.adapter.shares_prefix or image_token is None \
+                or batch.answers != batch.inputs["input_ids"].shape[0] or strategy.do_sample:
+            return None
+        plan = strategy.plan(self, batch)
+        if plan.processors or plan.interventions or plan.attention:
+            return None
+
+        def firsts(rows: list[int]) -> dict:
+            return self.batch_inputs([images[r] for r in rows], [prompts[r] for r in rows], padding_side="right")
+        return self.call(lambda: decode_with_shared_prefix(
+            self.model, firsts, images, batch.inputs, image_token, self.tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id))
 
     def _decode(self, batch: DecodeBatch, strategy: DecodingStrategy, max_new_tokens: int,
                 interventions: Sequence[Intervention], output_logits: bool = False):
