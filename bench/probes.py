@@ -74,7 +74,7 @@ def main() -> None:
     *_, panels = inspect_tab.inspect(session, request.image, request.prompt, request.max_new_tokens,
                                      progress=lambda *a, **k: None)  # a generator: its last yield is the panels
     state = panels["state"]
-    layer = state.lens.top_ids.shape[0] // 2
+    layer = state.lens.answer_probs.shape[0] // 2
     refresh = median_seconds(lambda: inspect_tab.show_token(state, 1, layer), args.repeats)
     patch = median_seconds(lambda: inspect_tab.show_patch(state, 1, 20.0, 20.0), args.repeats)
 

@@ -388,7 +388,7 @@ def checked_run(shape: dict, run: Run, request: ProbeRequest) -> Run:
 def measure_views(state: Inspection, timer: Timer) -> dict[str, Cost]:
     """The Inspect tab's redraws from stored results: the layer slider moved off its start, another
     answer token clicked, the image's centre patch clicked (the handlers the app calls)."""
-    layers = state.lens.top_ids.shape[0]
+    layers = state.lens.answer_probs.shape[0]
     layer = layers // 2  # where the tab's slider starts
     other = layers - 1 if layer != layers - 1 else 0
     height, width = state.image.shape[:2]

@@ -6,7 +6,10 @@ image positions and layers of the logit-lens probability of the word's token. De
 the lens applies the final norm before the unembedding (the reference code skips it; with
 it, the last layer equals the model's output, which our tests check), and softmax is over
 the full vocabulary (as the reference does for LLaVA-NeXT, not its top-50 renormalisation
-for LLaVA-1.5). A word's token is its first generated sub-token.
+for LLaVA-1.5). A word's token is its first generated sub-token. The maximum runs over the
+layers the logit lens decodes by default: every layer unless the vocabulary makes that cost
+more than 1.5 forwards (:func:`probes.logit_lens.lens_layers`; Qwen2-VL-2B: 14 of 28 layers,
+evenly spaced), the paper's every layer otherwise.
 
 (b) **Contextual similarity** (Phukan et al., "Beyond Logit Lens: Contextual Embeddings for
 Robust Hallucination Detection & Grounding in VLMs", NAACL 2025, arXiv 2411.19187): the
@@ -31,6 +34,7 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
+from probes.logit_lens import lens_layers
 from probes.runs import Run
 from studio.engine.errors import InputError
 
@@ -130,18 +134,21 @@ def _layer(value: int | None, n_layers: int, name: str) -> int:
 
 
 def confidence_maps(session, run: Run, token_ids: list[int], images: list[int]) -> torch.Tensor:
-    """[W, P]: each token's lens probability at each image position, maxed over layers; read from
-    the logit lens's tracked tokens when that probe has already decoded them for this run."""
+    """[W, P]: each token's lens probability at each image position, maxed over the layers the
+    logit lens decodes by default (:func:`probes.logit_lens.lens_layers`); read from the logit
+    lens's tracked tokens when that probe has already decoded them for this run."""
+    layers = lens_layers(session, run.hidden.shape[0])
     tracked = run.memo.get("tracked")
-    if tracked is not None and set(token_ids) <= set(tracked[0].tolist()):
-        targets, probs = tracked
+    if tracked is not None and set(token_ids) <= set(tracked[1].tolist()) and set(layers) <= set(tracked[0]):
+        decoded, targets, probs = tracked
         columns = [targets.tolist().index(t) for t in token_ids]
-        return probs[:, images][..., columns].amax(0).T.float()
+        rows = [decoded.index(layer) for layer in layers]
+        return probs[rows][:, images][..., columns].amax(0).T.float()
     ids = torch.tensor(token_ids, dtype=torch.long)
 
     def decode() -> torch.Tensor:
         best = torch.zeros(len(token_ids), len(images))
-        for layer in range(run.hidden.shape[0]):
+        for layer in layers:
             probs = torch.softmax(session.adapter.lens(run.hidden[layer, images]).float(), dim=-1)
             best = torch.maximum(best, probs[:, ids].T.cpu())
         return best

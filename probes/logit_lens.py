@@ -3,6 +3,15 @@
 Each layer's state goes through the model's own final norm and unembedding (the adapter's
 ``lens``), so at the last layer the lens *is* the model's output distribution. The sweep runs
 in chunks of positions, so memory holds at most ``chunk x vocabulary`` probabilities at once.
+
+Which layers are decoded at every position: each costs ``2 x d x vocabulary`` FLOPs per
+position, against about ``2 x parameters`` for the model's forward; with a large vocabulary
+that is most of the cost (Qwen2-VL-2B: 28 layers x 152k words, 2.2x a forward). By default
+(:func:`lens_layers`) the lens decodes every layer when all of them cost at most
+``SWEEP_BUDGET`` forwards by that count, and otherwise that many layers evenly spaced from the
+first to the last (the last always: there the lens equals the model's output). Every
+generated token's trajectory is decoded at every layer (it is one position per token);
+``all_layers=True`` decodes every layer everywhere.
 """
 from __future__ import annotations
 
@@ -15,11 +24,30 @@ from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
 from probes.runs import Run, get_run
 
+SWEEP_BUDGET = 1.5  # forwards' worth of FLOPs the default sweep may cost
+
+
+def lens_layers(session, n_layers: int, all_layers: bool = False) -> list[int]:
+    """The layers decoded at every position: all of them, or (when that would cost more than
+    ``SWEEP_BUDGET`` forwards by a FLOP count) that budget's worth evenly spaced, first and last
+    included."""
+    unembedding = session.adapter.unembedding()
+    per_layer = unembedding.in_features * unembedding.out_features
+    affordable = int(SWEEP_BUDGET * sum(p.numel() for p in session.model.parameters()) / per_layer)
+    k = max(2, affordable)
+    if all_layers or k >= n_layers or n_layers < 2:
+        return list(range(n_layers))
+    return sorted({round(i * (n_layers - 1) / (k - 1)) for i in range(k)})
+
 
 @dataclass(frozen=True)
 class LogitLensParams(ProbeParams):
+    """``all_layers``: decode every layer at every position, whatever it costs (default: the
+    layers :func:`lens_layers` affords)."""
+
     top_k: int = 5
     chunk: int = 256
+    all_layers: bool = False
 
     def __post_init__(self) -> None:
         check_range("top_k", self.top_k, 1, 50)
@@ -28,17 +56,19 @@ class LogitLensParams(ProbeParams):
 
 @dataclass
 class LogitLensResult(LayoutResult):
-    """Arrays (L layers, S positions, k top tokens, T tracked tokens = distinct answer tokens):
+    """Arrays (L layers, D decoded layers ``layers``, S positions, k top tokens, T tracked tokens
+    = distinct answer tokens):
 
-    - ``top_ids`` [L, S, k] int64, ``top_probs`` [L, S, k] float32: each layer's top-k at each position;
-    - ``target_ids`` [T] int64 and ``target_probs`` [L, S, T] float32: tracked tokens' probabilities;
+    - ``top_ids`` [D, S, k] int64, ``top_probs`` [D, S, k] float32: each decoded layer's top-k at each position;
+    - ``target_ids`` [T] int64 and ``target_probs`` [D, S, T] float32: tracked tokens' probabilities;
     - ``answer_probs`` / ``answer_ranks`` [L, A]: each generated token's probability and rank
-      (0 = top) at the position that predicts it, per layer (its emergence trajectory).
+      (0 = top) at the position that predicts it, at every layer (its emergence trajectory).
     ``words`` maps every token id that appears to its string.
     """
 
     answer_ids: list[int]
     words: dict
+    layers: list[int]
     top_ids: np.ndarray
     top_probs: np.ndarray
     target_ids: np.ndarray
@@ -50,9 +80,13 @@ class LogitLensResult(LayoutResult):
     def target_index(self, token_id: int) -> int:
         return int(np.flatnonzero(self.target_ids == token_id)[0])
 
+    def decoded(self, layer: int) -> int:
+        """The row of the decoded layer nearest ``layer`` (itself when it was decoded)."""
+        return int(np.argmin([abs(decoded - layer) for decoded in self.layers]))
+
 
 def sweep(session, hidden: torch.Tensor, targets: torch.Tensor, top_k: int, chunk: int):
-    """Top-k and tracked-token probabilities for hidden [L, S, d], ``chunk`` positions at a time."""
+    """Top-k and tracked-token probabilities for hidden [layers, S, d], ``chunk`` positions at a time."""
     layers, seq, _ = hidden.shape
     top_ids = torch.empty(layers, seq, top_k, dtype=torch.long)
     top_probs = torch.empty(layers, seq, top_k)
@@ -99,12 +133,14 @@ class LogitLens(Probe):
         run = get_run(session, request)
         answer_ids = [run.token_map.input_ids[p] for p in run.answer_positions]
         targets = torch.tensor(sorted(set(answer_ids)), dtype=torch.long)
-        top_ids, top_probs, target_probs = sweep(session, run.hidden, targets, params.top_k, params.chunk)
-        run.memo["tracked"] = (targets, target_probs)  # the detector reads its words' probabilities here
+        layers = lens_layers(session, run.hidden.shape[0], params.all_layers)
+        top_ids, top_probs, target_probs = sweep(session, run.hidden[layers], targets, params.top_k, params.chunk)
+        run.memo["tracked"] = (layers, targets, target_probs)  # the detector reads its words' probabilities here
         answer_probs, answer_ranks = answer_trajectory(session, run)
         seen = set(top_ids.flatten().tolist()) | set(targets.tolist())
         return LogitLensResult(
             **layout_of(run), answer_ids=answer_ids, words={str(i): session.decode_token(i).strip() for i in sorted(seen)},
+            layers=layers,
             top_ids=top_ids.numpy(), top_probs=top_probs.numpy().astype(np.float32),
             target_ids=targets.numpy(), target_probs=target_probs.numpy().astype(np.float32),
             answer_probs=answer_probs, answer_ranks=answer_ranks)

@@ -21,7 +21,7 @@ def _logit_lens(result, image) -> Figures:
     if result.answer_ids:
         out["heatmap"] = logit_lens.heatmap(result, result.answer_ids[0])
         if image is not None and result.main_grid is not None:
-            layer = result.top_ids.shape[0] // 2
+            layer = result.answer_probs.shape[0] // 2
             out["patch_grid"] = logit_lens.patch_grid(result, layer, result.answer_ids[0], image)
     return out
 

@@ -71,7 +71,7 @@ def _checked_token(state: Inspection | None, token_index: float) -> tuple[Inspec
 
 
 def _checked_layer(state: Inspection, layer: float) -> int:
-    n = state.lens.top_ids.shape[0]
+    n = state.lens.answer_probs.shape[0]
     if not 0 <= int(layer) < n:
         raise InputError(f"layer {int(layer)} is out of range: the model has layers 0..{n - 1}")
     return int(layer)
@@ -116,10 +116,10 @@ def inspect(session: ModelSession, image_path: str | None, prompt: str, max_new_
     state = Inspection(image=np.asarray(load_image(image_path)), lens=results["logit_lens"],
                        attention=results["attention"], detector=results["detector"], drift=results["drift"],
                        request=request)
-    layer = state.lens.top_ids.shape[0] // 2
+    layer = state.lens.answer_probs.shape[0] // 2
     yield {"state": state, "chips": _chips(state, scene_of(image_path), prompt), "token": 0,
            "cost": attribution_cost(len(state.attention.image_positions)),
-           "layer": gr.update(maximum=state.lens.top_ids.shape[0] - 1, value=layer), **token_panels(state, 0, layer),
+           "layer": gr.update(maximum=state.lens.answer_probs.shape[0] - 1, value=layer), **token_panels(state, 0, layer),
            "drift": drift_view.drift_curve(state.drift), "detector": detector_view.rows(state.detector)}
 
 

@@ -1,0 +1,65 @@
+"""Which layers the logit lens decodes everywhere: all of them when they are affordable, else an
+even subset with the first and the last, each decoded row equal to the full sweep's row; the
+detector maxes over the same layers, from the lens's memo or decoding them itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probes import ProbeRequest, run_probe
+from probes import logit_lens as lens
+from probes.runs import cache_for, get_run
+from studio.engine.session import ModelSession
+from tiny_models import build_tiny, sample_image
+
+
+@pytest.fixture(scope="module")
+def session() -> ModelSession:
+    return ModelSession(*build_tiny("llava"))
+
+
+def _budget_for(session: ModelSession, layers: int) -> float:
+    """The SWEEP_BUDGET that affords exactly ``layers`` layers on this model."""
+    unembedding = session.adapter.unembedding()
+    params = sum(p.numel() for p in session.model.parameters())
+    return (layers + 0.5) * unembedding.in_features * unembedding.out_features / params
+
+
+def test_every_layer_when_affordable_else_an_even_subset_with_first_and_last(session, monkeypatch):
+    n = session.n_layers
+    assert lens.lens_layers(session, n) == list(range(n))  # a tiny model: the sweep is cheap
+    monkeypatch.setattr(lens, "SWEEP_BUDGET", _budget_for(session, 3))
+    assert lens.lens_layers(session, 9) == [0, 4, 8]
+    assert lens.lens_layers(session, 10) == [0, 4, 9]  # round(4.5) = 4 (banker's), round(9) = 9
+    assert lens.lens_layers(session, 10, all_layers=True) == list(range(10))
+    monkeypatch.setattr(lens, "SWEEP_BUDGET", 0.0)
+    assert lens.lens_layers(session, 7) == [0, 6]  # never fewer than the first and the last
+
+
+def test_a_subset_holds_the_full_sweeps_rows_and_the_detector_maxes_over_it(embedded, monkeypatch):
+    session = embedded  # four layers: two of them decoded
+    request = ProbeRequest(sample_image(64, 64), "describe the image .", max_new_tokens=3)
+    full = run_probe(session, "logit_lens", request, all_layers=True)
+    assert full.layers == list(range(session.n_layers))
+    cache_for(session).runs.clear()
+    monkeypatch.setattr(lens, "SWEEP_BUDGET", _budget_for(session, 2))
+    part = run_probe(session, "logit_lens", request)
+    chosen = lens.lens_layers(session, session.n_layers)
+    assert part.layers == chosen and len(chosen) < session.n_layers
+    for name in ("top_ids", "top_probs", "target_probs"):
+        assert np.array_equal(getattr(part, name), getattr(full, name)[chosen]), name
+    assert np.array_equal(part.answer_probs, full.answer_probs)  # trajectories: every layer
+    assert chosen == [0, session.n_layers - 1] and part.decoded(1) == 0 and part.decoded(session.n_layers - 2) == 1
+
+    run = get_run(session, request)
+    image_positions = run.token_map.image_positions
+    words = [run.token_map.input_ids[run.answer_positions[0]]]
+    by_hand = torch.from_numpy(full.target_probs[chosen][:, image_positions][..., [full.target_index(words[0])]])
+    from probes.detector import confidence_maps
+    from_memo = confidence_maps(session, run, words, image_positions)
+    run.memo.pop("tracked")
+    decoded = confidence_maps(session, run, words, image_positions)
+    assert torch.allclose(from_memo, by_hand.amax(0).T, atol=1e-6)
+    assert torch.allclose(decoded, from_memo, atol=1e-6)
+    cache_for(session).runs.clear()
