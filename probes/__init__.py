@@ -5,17 +5,21 @@ The app, the CLI (``vlm-studio probe NAME ...``) and notebook export list probes
 """
 from __future__ import annotations
 
+from probes.alignment import Alignment
 from probes.answers import Clamp, Decode, Steer
 from probes.attention import Attention
 from probes.attribution import Attribution
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
 from probes.detector import Detector
 from probes.drift import Drift
+from probes.heads import SparseAttentionVectors
 from probes.logit_lens import LogitLens
+from probes.relevancy import Relevancy
 from studio.engine.errors import InputError
 
 REGISTRY: dict[str, Probe] = {p.name: p for p in (LogitLens(), Attention(), Attribution(), Drift(), Detector(),
-                                                     Decode(), Steer(), Clamp())}
+                                                     Decode(), Steer(), Clamp(), Alignment(), Relevancy(),
+                                                     SparseAttentionVectors())}
 
 
 def get_probe(name: str) -> Probe:

@@ -108,6 +108,13 @@ def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, kee
                           layer, keep, api_name="/mitigate")
 
 
+def test_anchors_decode_in_mitigate_beside_greedy(client):
+    sample = next(s for s in load_samples() if s.scene.split == "cooccur")
+    rows = mitigate(client, sample.path, ["greedy", "anchors"], alpha=0.0)  # strength 0: greedy's answer
+    assert rows[4]["visible"] and not rows[1]["visible"]
+    assert [c["token"] for c in rows[4]["value"]] == [c["token"] for c in rows[0]["value"]]
+
+
 def test_mitigate_side_by_side_and_step_distributions(client):
     sample = next(s for s in load_samples() if s.scene.split == "cooccur")
     out = mitigate(client, sample.path, ["greedy", "vcd", "sid"])
@@ -140,10 +147,11 @@ def test_every_registered_probe_runs_from_the_app(client):
     path = load_samples()[0].path
     for name in REGISTRY:
         params = '{"answer_index": 1, "ig_steps": 4}' if name == "attribution" else "{}"
-        shapes, result_file = client.predict(handle_file(str(path)), "describe the image .", 12, name, params,
-                                             api_name="/run_probe")
+        shapes, result_file, *figures = client.predict(handle_file(str(path)), "describe the image .", 12, name,
+                                                       params, api_name="/run_probe")
         assert shapes and all(isinstance(v, list) for v in shapes.values()), name
         assert json.loads(open(result_file).read())["probe"] == name
+        assert len(figures) == 3 and figures[0], f"{name}: its first default figure is drawn"
     with pytest.raises(Exception, match="JSON object"):
         client.predict(handle_file(str(path)), "describe the image .", 12, "drift", "[1, 2]", api_name="/run_probe")
 

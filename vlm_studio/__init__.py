@@ -33,7 +33,10 @@ from studio.engine.images import ImageLike, load_image
 from studio.engine.session import ModelSession
 from studio.sharing.environment import Environment, check, record
 from studio.sharing.export import comparison, differences, differing_runs, digest, export_runs
+from studio.world.anchors import register as _register_world_anchors
 from views.registry import figures
+
+_register_world_anchors()  # the world renderer: the anchors method's text-to-image model for world models
 
 __all__ = ["Environment", "ModelSession", "ProbeResult", "check_environment", "clamp", "comparison", "decode", "differences",
            "differing_runs", "digest", "environment", "export", "figures", "image_array", "load", "load_result", "probes",

@@ -401,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    from studio.world.anchors import register as register_world_anchors
+    register_world_anchors()  # the world's text-to-image model for the anchors decoding method
     try:
         return args.func(args)
     except StudioError as err:

@@ -1,5 +1,5 @@
-"""CLI commands that look inside the representations: ``concepts train``, ``steer fit`` and
-``steer report``.
+"""CLI commands that look inside the representations: ``concepts train``, ``steer fit``,
+``steer report``, and ``sav fit`` / ``sav eval`` (Sparse Attention Vectors).
 
 ``concepts train`` and ``steer fit`` are long jobs that also back the app's Concepts and Steer
 tabs; they print progress and write their outputs atomically (a temporary file or folder, then
@@ -156,6 +156,28 @@ def _bias_split(session, setting, scenes: int) -> dict:
     return {"alpha": setting.alpha, "comparison": comparison_dict(scores)}
 
 
+def cmd_sav_fit(args, session) -> int:
+    from studio.heads.sav import SAVConfig
+    from studio.world.sav_eval import fit_task
+    classifier = fit_task(session, args.task, SAVConfig(k=args.k))
+    classifier.save(args.out)
+    heads = ", ".join(f"L{layer}H{head}" for layer, head in classifier.heads)
+    print(f"{args.task}: {len(classifier.heads)} head(s) chosen ({heads}) from {classifier.n_examples} few-shot "
+          f"examples of {len(classifier.classes)} classes; wrote {Path(args.out) / 'sav.json'}")
+    return 0
+
+
+def cmd_sav_eval(args, session) -> int:
+    from studio.engine.files import atomic_write_json
+    from studio.world.sav_eval import evaluate, format_table
+    rows = evaluate(session, args.n)
+    print(format_table(rows))
+    if args.json:
+        atomic_write_json(args.json, [asdict(r) for r in rows])
+        print(f"wrote {args.json}")
+    return 0
+
+
 def add_commands(sub, model_args, run) -> None:
     """Register ``concepts`` and ``steer``; ``run(fn)`` wraps a command taking (args, session)."""
     concepts = sub.add_parser("concepts", help="concept dictionaries (sparse autoencoders)").add_subparsers(
@@ -207,6 +229,22 @@ def add_commands(sub, model_args, run) -> None:
                         "processes: OUT.parts; one process keeps nothing unless given)")
     model_args(p)
     p.set_defaults(func=run(cmd_steer_fit))
+
+    sav = sub.add_parser("sav", help="Sparse Attention Vectors: few-shot classifiers from chosen attention heads"
+                         ).add_subparsers(dest="sav_command", required=True)
+    p = sav.add_parser("fit", help="fit a SAV classifier for one world task on its few-shot examples and save it")
+    p.add_argument("--task", default="colour", choices=["exist", "colour", "size", "preference"],
+                   help="what to classify: is there an X, an object's colour or size, or whether the answer "
+                        "to a modality conflict will follow the image or the text")
+    p.add_argument("--k", type=POSITIVE, default=None, help="heads that vote (default: the paper's 20 of 784)")
+    p.add_argument("--out", default="runs/sav", help="folder for sav.safetensors + sav.json")
+    model_args(p)
+    p.set_defaults(func=run(cmd_sav_fit))
+    p = sav.add_parser("eval", help="every task's SAV accuracy / AUROC on held-out scenes, with 95%% intervals")
+    p.add_argument("--n", type=POSITIVE, default=200, help="held-out scenes per split and task")
+    p.add_argument("--json", help="also write the rows here")
+    model_args(p)
+    p.set_defaults(func=run(cmd_sav_eval))
 
     p = steer.add_parser("report", help="measure a saved fit, at the alpha its validation sweep chose, "
                                         "on the report split (scenes apart from validation and fitting)")

@@ -75,9 +75,16 @@ def _number(text: str) -> bool | int | float | str:
     return text
 
 
+def method_names() -> list[str]:
+    """Every registered decoding method's name (the built-in ones loaded), sorted."""
+    _load_builtins()
+    return sorted(STRATEGIES)
+
+
 def _load_builtins() -> None:
-    from studio.decoding import icd, sid, vcd  # noqa: F401  (registration side effect)
+    from studio.decoding import anchors, icd, sid, vcd  # noqa: F401  (registration side effect)
 
 
-__all__ = ["STRATEGIES", "DecodeBatch", "DecodePlan", "DecodingStrategy", "Greedy", "Sampling", "parse_settings", "register",
+__all__ = ["STRATEGIES", "DecodeBatch", "DecodePlan", "DecodingStrategy", "Greedy", "Sampling", "method_names",
+           "parse_settings", "register",
            "strategy_by_name"]

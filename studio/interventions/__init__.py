@@ -6,8 +6,10 @@ masking, steering-vector training, and the reads that capture residual states or
 weights. An intervention states where it applies instead of guessing from tensor shapes:
 
 - ``site``: the decoder layer's output (``"residual"``), its self-attention weights
-  (``"attention_weights"``, read only, needs eager attention) or the additive attention mask
-  its self-attention receives (``"attention_mask"``);
+  (``"attention_weights"``, read only, needs eager attention), the additive attention mask
+  its self-attention receives (``"attention_mask"``) or the input of its self-attention's
+  output projection ``o_proj`` (``"attention_output"``, read only: every head's output
+  concatenated, [batch, seq, heads * head_dim]);
 - ``layer``: which decoder layer;
 - ``phase``: the prompt pass (the first forward of a generation, or every pass of a plain
   forward), the generated steps, or both;
@@ -37,11 +39,11 @@ from torch import nn
 from studio.engine.errors import InputError, StudioError
 from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
 
-Site = Literal["residual", "attention_weights", "attention_mask"]
+Site = Literal["residual", "attention_weights", "attention_mask", "attention_output"]
 Phase = Literal["prompt", "generated", "both"]
 Where = Literal["all", "image", "after_image"] | torch.Tensor
 Edit = Callable[[torch.Tensor], torch.Tensor | None]
-SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask")
+SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask", "attention_output")
 PHASES: tuple[str, ...] = ("prompt", "generated", "both")
 NAMED_POSITIONS: tuple[str, ...] = ("all", "image", "after_image")
 
@@ -176,6 +178,25 @@ def _mask_hook(request: _Request, intervention: Intervention):
     return hook
 
 
+def _projection_input_hook(request: _Request, intervention: Intervention):
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if not intervention.applies(request.prompt_pass):
+            return None
+        value = args[0] if args else kwargs["input"]
+        if _edit(intervention, value, None) is not None:
+            raise StudioError("the attention_output site is read only: its fn must return None")
+        return None
+    return hook
+
+
+def output_projection(attention: nn.Module) -> nn.Module:
+    """The output projection (``o_proj``) of one self-attention module from the adapter."""
+    projection = getattr(attention, "o_proj", None)
+    if not isinstance(projection, nn.Module):
+        raise StudioError(f"{type(attention).__name__} has no o_proj: the attention_output site needs one")
+    return projection
+
+
 def _count_passes(request: _Request):
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         request.passes += 1
@@ -187,7 +208,7 @@ def _count_passes(request: _Request):
 
 
 _HOOKS = {"residual": ("forward", _residual_hook), "attention_weights": ("forward", _weights_hook),
-          "attention_mask": ("pre", _mask_hook)}
+          "attention_mask": ("pre", _mask_hook), "attention_output": ("pre", _projection_input_hook)}
 
 
 @contextmanager
@@ -208,9 +229,11 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
         if item.layer >= len(modules):
             raise InputError(f"layer {item.layer} is out of range: choose 0..{len(modules) - 1}")
         kind, make = _HOOKS[item.site]
-        specs.append(HookSpec(modules[item.layer], make(request, item), kind))  # type: ignore[arg-type]
+        module = output_projection(modules[item.layer]) if item.site == "attention_output" else modules[item.layer]
+        specs.append(HookSpec(module, make(request, item), kind))  # type: ignore[arg-type]
     with scoped_hooks(specs):
         yield
 
 
-__all__ = ["Edit", "Intervention", "Phase", "Site", "Where", "intervene", "position_mask", "read"]
+__all__ = ["Edit", "Intervention", "Phase", "Site", "Where", "intervene", "output_projection", "position_mask",
+           "read"]

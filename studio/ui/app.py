@@ -22,6 +22,7 @@ from studio.ui.concepts_tab import build_concepts_tab
 from studio.ui.inspect_tab import build_inspect_tab
 from studio.ui.mitigate_tab import build_mitigate_tab
 from studio.ui.steer_tab import build_steer_tab
+from studio.world.anchors import register as register_world_anchors
 from studio.world.language import caption
 from studio.world.render import is_world_render
 from studio.world.samples import load_samples, scene_of
@@ -133,6 +134,7 @@ def build_app(session: ModelSession, concepts: str | None = None, steering: str 
     per task. ``concepts`` / ``steering``: folders of a dictionary and a preference fit (default:
     the shipped ones in studio/assets); ``options``: loading options (device, dtype) for models
     opened from the Model box."""
+    register_world_anchors()  # the world's text-to-image model for the anchors decoding method
     samples = load_samples()
     current = Serving(session, **options)
     with gr.Blocks(title="vlm-studio") as demo:

@@ -34,6 +34,7 @@ from views import attribution as attribution_view
 from views import detector as detector_view
 from views import drift as drift_view
 from views import logit_lens as lens_view
+from views.registry import FIGURES
 
 
 @dataclass
@@ -77,6 +78,7 @@ def _checked_layer(state: Inspection, layer: float) -> int:
     return int(layer)
 
 
+FIGURE_SLOTS = 3  # default figures of any registered probe shown in the registry accordion
 TOKEN_PANELS = ("heat", "grid", "trajectory", "attention", "rollout", "share", "boxes")
 
 
@@ -190,7 +192,8 @@ def attribute(session: ModelSession, state: Inspection | None, token_index: floa
 @user_errors
 def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, name: str,
                   params_json: str) -> dict:
-    """Run any registered probe with JSON parameters; return its array shapes and a JSON file."""
+    """Run any registered probe with JSON parameters; return its array shapes, a JSON file and its
+    default figures (:data:`views.registry.FIGURES`, the first ``FIGURE_SLOTS`` of them)."""
     try:
         params = json.loads(params_json or "{}")
     except json.JSONDecodeError as err:
@@ -203,7 +206,12 @@ def run_any_probe(session: ModelSession, image_path: str | None, prompt: str, ma
     handle = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".json", delete=False, mode="w")
     json.dump(data, handle)
     handle.close()
-    return {"shapes": {k: v["shape"] for k, v in data["arrays"].items()}, "file": handle.name}
+    figures = list(FIGURES[name](result, np.asarray(load_image(image_path)) if image_path else None).items())
+    slots = {f"figure{k}": gr.update(value=figures[k][1] if k < len(figures) else None,
+                                     label=f"{name}: {figures[k][0]}" if k < len(figures) else "figure")
+             for k in range(FIGURE_SLOTS)}
+    return {"shapes": {k: v["shape"] for k, v in data["arrays"].items()}, "file": handle.name, **slots}
+
 
 
 def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max_new: gr.Slider) -> None:
@@ -244,6 +252,8 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
             probe_params = gr.Textbox("{}", label="parameters (JSON)")
             probe_run = gr.Button("Run probe")
         probe_shapes, probe_file = gr.JSON(label="result arrays (shapes)"), gr.File(label="result (JSON)")
+        with gr.Row():
+            probe_figures = [gr.Plot(label="figure", elem_id=f"inspect-probe-figure{k}") for k in range(FIGURE_SLOTS)]
     with gr.Row():
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
 
@@ -254,7 +264,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
                  "detector": detect_table, "cost": cost}
     patch = {"layers": patch_plot, "trajectory": patch_traj, "label": patch_label}
     attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt}
-    probed = {"shapes": probe_shapes, "file": probe_file}
+    probed = {"shapes": probe_shapes, "file": probe_file, **{f"figure{k}": f for k, f in enumerate(probe_figures)}}
     inspecting = run.click(keyed(serving(current, inspect), inspected), [image, prompt, max_new],
                            list(inspected.values()), api_name="inspect")
     run.click(patch_image, image, patch_img, api_name="patch_image")

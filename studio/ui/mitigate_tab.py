@@ -22,18 +22,24 @@ from studio.world.truth import judge_words
 from views.common import grid_figure
 from views.decoding import step_distributions
 
-METHODS = ("greedy", "vcd", "sid", "icd")
+METHODS = ("greedy", "vcd", "sid", "icd", "anchors")
 LABELS = {"wrong": "#e5484d", "diverges": "#f5a623", "wrong+diverges": "#b10dc9"}
 
 
 def method_settings(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
                     keep_ratio: float) -> dict[str, dict]:
-    """Each chosen method's parameters from the slider settings (greedy has none)."""
+    """Each chosen method's parameters from the slider settings (greedy has none; α is the
+    contrast strength of VCD, SID and ICD and the edit strength of anchors, pull = push)."""
     if not methods:
         raise InputError(f"choose at least one method: {', '.join(METHODS)}")
-    own: dict[str, dict] = {"vcd": {"noise_step": int(noise_step)},
-                            "sid": {"layer": int(sid_layer), "keep_ratio": keep_ratio}}
-    return {name: {} if name == "greedy" else {"alpha": alpha, "beta": beta, **own.get(name, {})} for name in methods}
+    contrast = {"alpha": alpha, "beta": beta}
+    settings: dict[str, dict] = {"greedy": {}, "vcd": {**contrast, "noise_step": int(noise_step)},
+                                 "sid": {**contrast, "layer": int(sid_layer), "keep_ratio": keep_ratio},
+                                 "icd": contrast, "anchors": {"pull": alpha}}
+    unknown = [name for name in methods if name not in settings]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return {name: settings[name] for name in methods}
 
 
 def _chips(generation: Generation, greedy: Generation | None, scene: Scene | None) -> list:
@@ -139,7 +145,7 @@ def build_mitigate_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, ma
         run = gr.Button("Decode", variant="primary")
         stop = gr.Button("Stop", variant="stop", size="sm")
     with gr.Row():
-        alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α (contrast strength)")
+        alpha = gr.Slider(0, 5, value=1.0, step=0.1, label="α (contrast strength; anchors: edit strength)")
         beta = gr.Slider(0, 1, value=0.1, step=0.01, label="β (plausibility)")
         noise = gr.Slider(0, 999, value=500, step=1, label="VCD noise step (of 1000)")
         layer = gr.Slider(1, max(2, current.session.n_layers - 1), value=sid_layer(current.session), step=1,
