@@ -12,13 +12,14 @@ from probes.attribution import Attribution
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult
 from probes.detector import Detector
 from probes.drift import Drift
+from probes.eos import Eos
 from probes.heads import SparseAttentionVectors
 from probes.logit_lens import LogitLens
 from probes.relevancy import Relevancy
 from studio.engine.errors import InputError
 
 REGISTRY: dict[str, Probe] = {p.name: p for p in (LogitLens(), Attention(), Attribution(), Drift(), Detector(),
-                                                     Decode(), Steer(), Clamp(), Alignment(), Relevancy(),
+                                                     Decode(), Steer(), Clamp(), Eos(), Alignment(), Relevancy(),
                                                      SparseAttentionVectors())}
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import plotly.graph_objects as go
 
-from views import alignment, answers, attention, attribution, detector, drift, heads, logit_lens, relevancy
+from views import alignment, answers, attention, attribution, detector, drift, eos, heads, logit_lens, relevancy
 
 Figures = dict[str, go.Figure]
 
@@ -57,6 +57,7 @@ FIGURES: dict[str, Callable] = {
     "logit_lens": _logit_lens, "attention": _attention, "attribution": _attribution,
     "drift": lambda result, image: {"curve": drift.drift_curve(result)}, "detector": _detector,
     "decode": _answer, "steer": _answer, "clamp": _answer,
+    "eos": lambda result, image: {"heatmap": eos.heatmap(result), "curve": eos.end_curve(result)},
     "alignment": lambda result, image: {"curve": alignment.alignment_curve(result)},
     "relevancy": relevancy.figures,
     "sav": lambda result, image: {"votes": heads.votes(result), "heads": heads.head_map(result.head_accuracy,
