@@ -70,12 +70,17 @@ def test_generate_and_mitigate_exports_hold_what_the_tabs_showed(client, tmp_pat
 def test_inspect_export_carries_its_results_and_attributions(client, tmp_path):
     sample = load_samples()[2]
     client.predict(handle_file(str(sample.path)), PROMPT, 12, api_name="/inspect")
-    client.predict(1, api_name="/attribute")
+    import vlm_studio as vs
+    *_, relevancy = client.predict(1, api_name="/attribute")
+    assert relevancy, "the selected token's relevancy map is drawn beside captum's"
     folder, request = _unzip(client.predict(api_name="/export_inspect"), tmp_path)
-    assert [r["probe"] for r in request["runs"]] == ["logit_lens", "attention", "detector", "drift", "attribution"]
+    assert [r["probe"] for r in request["runs"]] == ["logit_lens", "attention", "detector", "drift", "attribution",
+                                                     "relevancy"]
     assert request["runs"][4]["params"]["answer_index"] == 1
+    assert request["runs"][5]["params"]["answer_indices"] == [1]
+    assert vs.load_result(folder / request["results"][5]).answer_indices == [1]
     html = (folder / "figures.html").read_text()
-    assert "04 attribution: occlusion" in html and "00 logit_lens: heatmap" in html
+    assert "04 attribution: occlusion" in html and "00 logit_lens: heatmap" in html and "05 relevancy" in html
 
 
 def _spy_on_cancels(monkeypatch) -> threading.Event:

@@ -34,6 +34,7 @@ from views import attribution as attribution_view
 from views import detector as detector_view
 from views import drift as drift_view
 from views import logit_lens as lens_view
+from views import relevancy as relevancy_view
 from views.registry import FIGURES
 
 
@@ -48,6 +49,7 @@ class Inspection:
     drift: DriftResult
     request: ProbeRequest
     attributions: dict = field(default_factory=dict)
+    relevancies: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> ExportSpec:
@@ -56,6 +58,9 @@ class Inspection:
         results: list[ProbeResult] = [self.lens, self.attention, self.detector, self.drift]
         for index, result in sorted(self.attributions.items()):
             runs.append({"probe": "attribution", "params": {"answer_index": index}})
+            results.append(result)
+        for index, result in sorted(self.relevancies.items()):
+            runs.append({"probe": "relevancy", "params": {"answer_indices": [index]}})
             results.append(result)
         r = self.request
         return ExportSpec(r.image, r.prompt, r.max_new_tokens, runs, results)
@@ -178,15 +183,20 @@ def patch_image(image_path: str | None) -> str | None:
 @user_errors
 def attribute(session: ModelSession, state: Inspection | None, token_index: float,
               progress=gr.Progress()) -> dict:
-    """Occlusion and integrated gradients for the selected token (computed once per token)."""
+    """Occlusion, integrated gradients and the relevancy map (Chefer et al.) of the selected
+    token, beside the rollout panel (each computed once per token)."""
     state, index = _checked_token(state, token_index)
+    if index not in state.relevancies:
+        progress(0, desc="relevancy (one backward pass)")
+        state.relevancies[index] = run_probe(session, "relevancy", state.request, answer_indices=(index,))
     if index not in state.attributions:
-        progress(0, desc="attribution (occlusion + integrated gradients)")
+        progress(0.1, desc="attribution (occlusion + integrated gradients)")
         state.attributions[index] = run_probe(session, "attribution", state.request, answer_index=index)
     result = state.attributions[index]
     return {"occlusion": attribution_view.patch_scores(result, "occlusion", state.image),
             "ig_pixels": attribution_view.patch_scores(result, "ig_pixels", state.image),
-            "ig_prompt": attribution_view.prompt_scores(result)}
+            "ig_prompt": attribution_view.prompt_scores(result),
+            "relevancy": relevancy_view.patches(state.relevancies[index], index, state.image)}
 
 
 @user_errors
@@ -244,7 +254,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
                                     label="hallucination detector", interactive=False)
     cost = gr.Markdown(elem_id="inspect-attribution-cost")
     with gr.Row():
-        attr_button = gr.Button("Attribute the selected token (captum)")
+        attr_button = gr.Button("Attribute the selected token (captum, relevancy)")
         stop = gr.Button("Stop", variant="stop", size="sm")
     with gr.Accordion("Every probe (from the registry)", open=False):
         with gr.Row():
@@ -256,6 +266,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
             probe_figures = [gr.Plot(label="figure", elem_id=f"inspect-probe-figure{k}") for k in range(FIGURE_SLOTS)]
     with gr.Row():
         occl, igpix, igprompt = gr.Plot(label="occlusion"), gr.Plot(label="IG pixels"), gr.Plot(label="IG prompt")
+        relevancy_plot = gr.Plot(label="relevancy (Chefer et al.)", elem_id="inspect-relevancy")
 
     export_controls(current, "inspect", state)
 
@@ -263,7 +274,7 @@ def build_inspect_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, max
     inspected = {"state": state, "chips": chips, "token": token, "layer": layer, **panels, "drift": drift_plot,
                  "detector": detect_table, "cost": cost}
     patch = {"layers": patch_plot, "trajectory": patch_traj, "label": patch_label}
-    attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt}
+    attributed = {"occlusion": occl, "ig_pixels": igpix, "ig_prompt": igprompt, "relevancy": relevancy_plot}
     probed = {"shapes": probe_shapes, "file": probe_file, **{f"figure{k}": f for k, f in enumerate(probe_figures)}}
     inspecting = run.click(keyed(serving(current, inspect), inspected), [image, prompt, max_new],
                            list(inspected.values()), api_name="inspect")
