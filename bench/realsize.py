@@ -82,7 +82,7 @@ from studio.engine.images import load_image
 from studio.engine.processors import Qwen2VLImageOnlyProcessor
 from studio.engine.session import Generation, ModelSession
 from studio.ui.inspect_tab import Inspection, show_patch, show_token
-from studio.ui.mitigate_tab import METHODS, method_settings, sid_layer
+from studio.ui.mitigate_tab import method_settings, sid_layer
 from tiny_models import ChatFormat, TokenSpec, build_tokenizer, chat_template, sample_image
 
 T = TypeVar("T")
@@ -120,6 +120,8 @@ ROW_SESSION_PROMPT = "session.generate: prompt pass"
 ROW_SESSION = "session.generate: per token"
 ROW_PLAIN_GENERATE = "plain model.generate: per token"
 PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
+# Mitigate's methods that run on any model (anchors needs a text-to-image model, which no shape here has)
+METHODS = ("greedy", "vcd", "sid", "icd")
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
                          *(f"Mitigate: {m}: {part}" for m in METHODS for part in (PROMPT_PASS, PER_TOKEN)),
