@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UPPER = ("studio.ui", "studio.cli", "studio.sharing", "studio.world", "studio.steering", "studio.concepts",
-         "studio.benchmarks", "studio.sharding", "probes", "views", "vlm_studio", "tiny_models", "gradio")
+         "studio.heads", "studio.benchmarks", "studio.sharding", "probes", "views", "vlm_studio", "tiny_models", "gradio")
 RULES = {  # package -> prefixes it must never import
     "studio.engine": UPPER,
     "studio.adapters": UPPER + ("studio.decoding",),
@@ -18,6 +18,7 @@ RULES = {  # package -> prefixes it must never import
     "views": ("torch", "studio", "probes", "gradio", "tiny_models"),
     "studio.steering": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.concepts": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
+    "studio.heads": ("studio.world", "studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.world": ("studio.ui", "studio.cli", "studio.sharing", "gradio", "tiny_models"),
     "studio.sharding": ("studio.world", "studio.ui", "studio.cli", "studio.sharing", "studio.decoding", "gradio",
                         "tiny_models", "studio.engine.session"),
