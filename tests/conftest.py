@@ -24,17 +24,8 @@ def embedded():
 def untrained_world():
     """A freshly initialised (untrained) world model: same architecture and processor, fast to build
     (with the phase 1-3 vocabulary, as the world model has before its conflict phase)."""
-    from studio.engine.session import ModelSession
-    from studio.world.modelkit import (
-        WorldModelSize,
-        base_vocab_size,
-        build_model,
-        build_processor,
-    )
-    processor = build_processor()
-    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128), seed=3,
-                        vocab_size=base_vocab_size(processor.tokenizer))
-    return ModelSession(model, processor)
+    from tiny_models import untrained_world as build
+    return build(layers=2, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -434,3 +434,15 @@ def sample_image(width: int = 32, height: int = 32, seed: int = 0) -> Image.Imag
     base = colours[0] * (1 - ramp[..., None]) + colours[1] * ramp[..., None]
     noise = rng.integers(-32, 33, size=(height, width, 3))
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def untrained_world(layers: int = 2, seed: int = 3):
+    """A freshly initialised (untrained) world model with ``layers`` decoder layers in a session: the
+    embedded model's architecture and processor (with the phase 1-3 vocabulary, as the world model
+    has before its conflict phase), fast to build."""
+    from studio.engine.session import ModelSession
+    from studio.world.modelkit import WorldModelSize, base_vocab_size, build_model, build_processor
+    processor = build_processor()
+    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, layers, 2, 128), seed=seed,
+                        vocab_size=base_vocab_size(processor.tokenizer))
+    return ModelSession(model, processor)

@@ -10,31 +10,25 @@ from probes.relevancy import RelevancyParams, relevancy_row
 from probes.runs import get_run
 from studio.engine.errors import InputError
 from studio.engine.hooks import hook_count
-from studio.engine.session import ModelSession
-from studio.world.modelkit import WorldModelSize, base_vocab_size, build_model, build_processor
 from studio.world.render import render
 from studio.world.scenes import sample_scene
+from tiny_models import untrained_world
 from views.relevancy import patch_map
 
 
 @pytest.fixture(scope="module")
 def one_layer():
-    processor = build_processor()
-    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, 1, 2, 128), seed=5,
-                        vocab_size=base_vocab_size(processor.tokenizer))
-    return ModelSession(model, processor)
+    return untrained_world(layers=1, seed=5)
 
 
 @pytest.fixture(scope="module")
 def two_layer():
     """Two untrained layers whose logits are scaled up (the final norm's weight x300, which keeps
     every argmax): gradients, and so Ā, are large enough that Ā_2 Ā_1 and the layer order show."""
-    processor = build_processor()
-    model = build_model(processor.tokenizer, WorldModelSize(64, 1, 2, 128, 64, 2, 2, 128), seed=3,
-                        vocab_size=base_vocab_size(processor.tokenizer))
+    session = untrained_world(layers=2, seed=3)
     with torch.no_grad():
-        model.model.language_model.norm.weight.mul_(300.0)
-    return ModelSession(model, processor)
+        session.model.model.language_model.norm.weight.mul_(300.0)
+    return session
 
 
 def scene_request(seed: int = 7, tokens: int = 3) -> ProbeRequest:
