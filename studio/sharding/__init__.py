@@ -118,10 +118,7 @@ def kept_batches(folder: Path | None, tag: str, header: Mapping[str, Any], worke
     if folder is None:
         yield
         return
-    check_parts(folder, tag, workers)
-    log = AnswerLog(part_path(folder, tag, workers), {**header, "tag": tag, "world": workers.world,
-                                                      "rank": workers.rank})
-    token = _KEPT.set(_BatchLog(log))
+    token = _KEPT.set(_BatchLog(open_part(folder, tag, header, workers)))
     try:
         yield
     finally:
@@ -146,6 +143,27 @@ def check_parts(folder: Path, tag: str, workers: Workers) -> None:
                              f"finish it with {match['world']} processes, or delete them")
 
 
+def open_part(folder: Path, tag: str, header: Mapping[str, Any], workers: Workers) -> AnswerLog:
+    """This process's part of job ``tag`` in ``folder``, after refusing parts written by another
+    process count; its header is ``header`` with the job's tag, process count and this rank."""
+    check_parts(folder, tag, workers)
+    return AnswerLog(part_path(folder, tag, workers), {**header, "tag": tag, "world": workers.world,
+                                                      "rank": workers.rank})
+
+
+def read_parts(folder: Path, tag: str, header: Mapping[str, Any], workers: Workers) -> dict[str, Any]:
+    """Every process's records of job ``tag``, answer by id; an InputError if a process's part is
+    missing (that process did not run)."""
+    merged: dict[str, Any] = {}
+    for rank in range(workers.world):
+        path = part_path(folder, tag, workers, rank)
+        if not path.is_file():
+            raise InputError(f"{path} is missing: process {rank} did not run; re-run with the same settings")
+        log = AnswerLog(path, {**header, "tag": tag, "world": workers.world, "rank": rank})
+        merged.update({key: record["answer"] for key, record in log.done().items()})
+    return merged
+
+
 class ShardedCalls:
     """An answer function's calls shared out over the processes, with results kept in part files.
 
@@ -155,10 +173,8 @@ class ShardedCalls:
     function that returns, call by call, what the owning processes answered."""
 
     def __init__(self, answer: Answer, folder: Path, tag: str, header: Mapping[str, Any], workers: Workers) -> None:
-        check_parts(folder, tag, workers)
-        self.answer, self.folder, self.tag, self.workers = answer, Path(folder), tag, workers
-        self.header = {**header, "tag": tag, "world": workers.world}
-        self.log = AnswerLog(part_path(folder, tag, workers), {**self.header, "rank": workers.rank})
+        self.answer, self.folder, self.tag, self.header, self.workers = answer, Path(folder), tag, header, workers
+        self.log = open_part(folder, tag, header, workers)
         self.calls = 0
 
     def __call__(self, images: list, prompts: list[str], max_new_tokens: int) -> list[str]:
@@ -176,13 +192,7 @@ class ShardedCalls:
     def replay(self) -> Answer:
         """The merged answers (read from every part) as an answer function, call by call; an
         InputError if a part is missing a call (a process did not finish)."""
-        merged: dict[str, list[str]] = {}
-        for rank in range(self.workers.world):
-            path = part_path(self.folder, self.tag, self.workers, rank)
-            if not path.is_file():
-                raise InputError(f"{path} is missing: process {rank} did not run; re-run with the same settings")
-            log = AnswerLog(path, {**self.header, "rank": rank})
-            merged.update({key: record["answer"] for key, record in log.done().items()})
+        merged = read_parts(self.folder, self.tag, self.header, self.workers)
         missing = [k for k in range(self.calls) if str(k) not in merged]
         if missing:
             raise InputError(f"the parts in {self.folder} miss {len(missing)} of {self.calls} calls of {self.tag} "
@@ -206,9 +216,7 @@ def map_items(keys: list[str], compute: Callable[[str], Any], folder: Path | Non
     from tqdm.auto import tqdm
     if folder is None:
         return [compute(key) for key in tqdm(keys, desc=tag, disable=not progress)]
-    check_parts(folder, tag, workers)
-    full = {**header, "tag": tag, "world": workers.world}
-    log = AnswerLog(part_path(folder, tag, workers), {**full, "rank": workers.rank})
+    log = open_part(folder, tag, header, workers)
     done = log.done()
     for k, key in enumerate(tqdm(keys, desc=tag, disable=not (progress and workers.main))):
         if workers.owns(k) and key not in done:
@@ -216,10 +224,7 @@ def map_items(keys: list[str], compute: Callable[[str], Any], folder: Path | Non
     workers.barrier()
     if not workers.main:
         return None
-    merged: dict[str, Any] = {}
-    for rank in range(workers.world):
-        part = AnswerLog(part_path(folder, tag, workers, rank), {**full, "rank": rank})
-        merged.update({key: record["answer"] for key, record in part.done().items()})
+    merged = read_parts(folder, tag, header, workers)
     missing = [key for key in keys if key not in merged]
     if missing:
         raise InputError(f"the parts in {folder} miss {len(missing)} of {len(keys)} items of {tag} "
