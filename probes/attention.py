@@ -1,10 +1,12 @@
 """Attention from generated tokens to image patches: per layer and head, rollout, image share.
 
-Only this probe needs attention weights, so it runs its own pass with the eager kernel in the
-language model only (the vision tower keeps its fast kernel), switched on for this request
-(under the session lock) and restored afterwards. Weights are read one layer at a time: the
-rows of the answer's query positions are kept, and rollout is accumulated as the pass goes
-(one [S, S] product), so memory never holds layers x positions² values.
+No pass of its own: the cached run read every layer's post-rotary queries and keys in the
+pass that decoded the answer (through the model's own fast kernel), and the weights are
+rebuilt from them here exactly as the kernel computes them (scaled, masked, softmax), one
+layer and a few heads at a time. The rows of the answer's query positions are kept; rollout is
+taken over rows only, from the last layer down (``rows @ A_l``: [Q, S] x [S, S] per layer
+instead of the [S, S] x [S, S] product of the joint matrix), so memory never holds layers x
+positions² values and the cost stays far below a forward.
 """
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import torch
 from probes.base import Probe, ProbeParams, ProbeRequest
 from probes.layout import LayoutResult, layout_of
 from studio.engine.errors import InputError
-from studio.interventions import read
 
 
 @dataclass(frozen=True)
@@ -50,58 +51,67 @@ class AttentionResult(LayoutResult):
 
 
 class Rollout:
-    """Attention rollout (Abnar & Zuidema 2020) accumulated layer by layer: the product over
-    layers of (1 - r) A + r I with rows renormalised, A the head-averaged attention."""
+    """Rows of attention rollout (Abnar & Zuidema 2020), the product over layers of
+    (1 - r) A + r I with rows renormalised (A the head-averaged attention), for the query
+    rows only: layers are added from the last to the first."""
 
-    def __init__(self, residual: float) -> None:
+    def __init__(self, residual: float, queries: list[int]) -> None:
         self.residual = residual
-        self.joint: torch.Tensor | None = None
+        self.queries = queries
+        self.rows: torch.Tensor | None = None
 
-    def add(self, mean_attention: torch.Tensor) -> None:
+    def add_below(self, mean_attention: torch.Tensor) -> None:
+        """Add the layer beneath those added so far."""
         eye = torch.eye(mean_attention.shape[-1], device=mean_attention.device)
         step = (1 - self.residual) * mean_attention + self.residual * eye
         step = step / step.sum(-1, keepdim=True)
-        self.joint = step if self.joint is None else step @ self.joint
-
-    def rows(self, queries: list[int]) -> torch.Tensor:
-        assert self.joint is not None, "no layer was added"
-        return self.joint[queries].cpu()
+        self.rows = step[self.queries] if self.rows is None else self.rows @ step
 
 
 def rollout_rows(mean_attention: list[torch.Tensor], residual: float, queries: list[int]) -> torch.Tensor:
-    """Attention rollout of the listed layers' head-averaged attention; [Q, S]."""
-    rollout = Rollout(residual)
-    for attention in mean_attention:
-        rollout.add(attention)
-    return rollout.rows(queries)
+    """Attention rollout of the listed layers' (first to last) head-averaged attention; [Q, S]."""
+    rollout = Rollout(residual, queries)
+    for attention in reversed(mean_attention):
+        rollout.add_below(attention)
+    assert rollout.rows is not None, "no layer was added"
+    return rollout.rows.cpu()
+
+
+HEAD_CHUNK_VALUES = 1 << 24  # attention values rebuilt at once (64 MB in float32)
+
+
+def _layer_rows(layer, queries: list[int], images: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's [H, Q, P] attention to the image and its [S, S] head mean, a few heads at a time."""
+    length = layer.mask.shape[0]
+    chunk = max(1, HEAD_CHUNK_VALUES // (length * length))
+    rows, total = [], torch.zeros(length, length, device=layer.queries.device)
+    for start in range(0, layer.heads, chunk):
+        weights = layer.weights(slice(start, start + chunk))
+        total += weights.sum(0)
+        rows.append(weights[:, queries][:, :, images].cpu())
+    return torch.cat(rows), total / layer.heads
 
 
 class Attention(Probe):
     name = "attention"
     description = "attention from each generated token to the image patches, per layer and head; rollout"
     params_class = AttentionParams
-    needs_eager_attention = True
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: AttentionParams) -> AttentionResult:
         run = self.cached_run(session, request)
         images = run.token_map.image_positions
+        if not images:
+            raise InputError("attention to the image needs an image in the prompt")
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
-        to_image, share = [], []
-        rollout = Rollout(params.residual)
-
-        def keep(weights: torch.Tensor) -> None:
-            weights = weights[0].float()
-            rows = weights[:, queries][:, :, images]
-            to_image.append(rows.cpu())
-            share.append(rows.sum(-1).cpu())
-            rollout.add(weights.mean(0))
-
-        inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
-        reads = [read("attention_weights", layer, keep) for layer in range(session.n_layers)]
-        with session.attention_implementation("eager", text_only=True):
-            session.call(lambda: session.model(**inputs), reads)
-        rolled = rollout.rows(queries)[:, images]
+        to_image: list[torch.Tensor] = []
+        rollout = Rollout(params.residual, queries)
+        for layer in reversed(range(len(run.attention))):
+            rows, mean = _layer_rows(run.attention_layer(layer), queries, images)
+            to_image.insert(0, rows)
+            rollout.add_below(mean)
+        assert rollout.rows is not None
+        stacked = torch.stack(to_image)
         return AttentionResult(**layout_of(run), image_positions=images, query_positions=queries,
-                               to_image=torch.stack(to_image).numpy(), image_share=torch.stack(share).numpy(),
-                               rollout=rolled.numpy().astype(np.float32))
+                               to_image=stacked.numpy(), image_share=stacked.sum(-1).numpy(),
+                               rollout=rollout.rows[:, images].cpu().numpy().astype(np.float32))

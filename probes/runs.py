@@ -17,6 +17,7 @@ import torch
 
 from probes.base import ProbeRequest
 from studio.adapters import TokenMap
+from studio.engine.attention_reads import LayerAttention, QueryKeyLog
 from studio.engine.images import load_image, pixel_digest
 from studio.engine.session import Generation, ModelSession, Prepared
 
@@ -30,6 +31,8 @@ class Run:
     ``answer_logits``: [A, V] float32, the scores that chose each generated token (row ``i`` at
     the position that predicts answer token ``i``);
     ``hidden``: [L, S, d] residual stream after each decoder layer (S = prompt + answer);
+    ``attention``: each decoder layer's attention queries and keys from the same pass, from
+    which its weights are rebuilt on demand (:meth:`attention_layer`);
     ``answer_positions``: the position of each generated token in the full sequence.
     """
 
@@ -39,12 +42,18 @@ class Run:
     token_map: TokenMap
     answer_logits: torch.Tensor
     hidden: torch.Tensor
+    attention: list[QueryKeyLog]
     answer_positions: list[int]
     memo: dict = field(default_factory=dict)
 
     @property
     def answer_tokens(self) -> list[str]:
         return [t.text for t in self.generation.tokens]
+
+    def attention_layer(self, layer: int) -> LayerAttention:
+        """Layer ``layer``'s attention queries, keys and mask over the whole sequence, as the
+        generation pass attended with them; ``.weights()`` rebuilds its attention weights."""
+        return self.attention[layer].assemble(self.hidden.shape[1])
 
     def predicting_position(self, answer_index: int) -> int:
         """The position whose output predicts generated token ``answer_index``."""
@@ -104,7 +113,8 @@ def get_run(session: ModelSession, request: ProbeRequest) -> Run:
 
 def compute_run(session: ModelSession, request: ProbeRequest) -> Run:
     prepared = session.prepare(request.image, request.prompt)
-    generation, hidden, answer_logits = session.read_generation(prepared, request.max_new_tokens)
+    read = session.read_generation(prepared, request.max_new_tokens)
+    generation = read.generation
     answer_ids = [t.id for t in generation.tokens]
     start = prepared.length
     token_map = TokenMap(input_ids=prepared.token_map.input_ids + answer_ids,
@@ -112,4 +122,5 @@ def compute_run(session: ModelSession, request: ProbeRequest) -> Run:
                          image=dict(prepared.token_map.image), grids=list(prepared.token_map.grids),
                          image_size=prepared.token_map.image_size)
     return Run(request=request, prepared=prepared, generation=generation, token_map=token_map,
-               answer_logits=answer_logits, hidden=hidden, answer_positions=list(range(start, start + len(answer_ids))))
+               answer_logits=read.answer_logits, hidden=read.hidden, attention=read.attention,
+               answer_positions=list(range(start, start + len(answer_ids))))

@@ -4,6 +4,7 @@ states, a read changes nothing, bad specifications are refused, and no hook outl
 import pytest
 import torch
 
+from studio.engine.attention_reads import QueryKeyLog
 from studio.engine.errors import InputError, StudioError
 from studio.engine.hooks import hook_count
 from studio.interventions import Intervention, position_mask, read
@@ -98,3 +99,36 @@ def test_attention_reads_need_eager_attention(untrained_world, prepared):
         session.forward(prepared, interventions=[read("attention_weights", 0, weights.append)])
     assert weights[0].shape[-1] == weights[0].shape[-2] == prepared.length
     assert torch.allclose(weights[0].sum(-1), torch.ones(weights[0].shape[:-1]), atol=1e-5)
+
+
+def test_attention_inputs_are_read_through_the_models_own_kernel(untrained_world, prepared):
+    """The read leaves the output bit-identical, rebuilds the eager weights exactly, restores the
+    implementation even when the reader fails, and is refused as an edit."""
+    session = untrained_world
+    text = session.model.config.text_config
+    baseline = session.forward(prepared).logits
+    seen: list = []
+    logits = session.forward(prepared, interventions=[read("attention_inputs", 1, seen.append)]).logits
+    assert torch.equal(logits, baseline), "the sdpa kernel still ran"
+    assert text._attn_implementation == "sdpa"
+    (inputs,) = seen
+    assert inputs.query.shape[2] == inputs.key.shape[2] == prepared.length
+    weights: list = []
+    with session.attention_implementation("eager", text_only=True):
+        session.forward(prepared, interventions=[read("attention_weights", 1, weights.append),
+                                                 read("attention_inputs", 1, seen.append)])
+    for captured in seen:
+        log = QueryKeyLog()
+        log.add(captured)
+        rebuilt = log.assemble(prepared.length).weights()
+        assert torch.allclose(rebuilt, weights[0][0].float(), atol=1e-6)
+    assert text._attn_implementation == "sdpa"
+
+    def broken(inputs):
+        raise RuntimeError("reader failed")
+    with pytest.raises(RuntimeError, match="reader failed"):
+        session.forward(prepared, interventions=[Intervention("attention_inputs", 0, broken)])
+    assert text._attn_implementation == "sdpa"
+    with pytest.raises(StudioError, match="read only"):
+        session.forward(prepared, interventions=[Intervention("attention_inputs", 0, lambda inputs: inputs.query)])
+    assert torch.equal(session.forward(prepared).logits, baseline)

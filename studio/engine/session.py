@@ -27,6 +27,7 @@ from PIL import Image
 
 from studio.adapters import Adapter, TokenMap, adapter_for
 from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
+from studio.engine.attention_reads import QueryKeyLog
 from studio.engine.errors import InputError, ResourceError, StudioError
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
@@ -80,6 +81,18 @@ class Generation:
     @property
     def text(self) -> str:
         return "".join(t.text for t in self.tokens).strip()
+
+
+@dataclass
+class GenerationRead:
+    """A greedy answer read in the pass that decoded it: ``hidden`` [L, S, d] every decoder
+    layer's output state at every position (prompt + answer), ``answer_logits`` [A, V] the scores
+    that chose each answer token, ``attention`` each layer's queries and keys (row 0)."""
+
+    generation: Generation
+    hidden: torch.Tensor
+    answer_logits: torch.Tensor
+    attention: list[QueryKeyLog]
 
 
 @dataclass
@@ -344,17 +357,18 @@ class ModelSession:
         return Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + new_ids,
                           strategy=strategy.name, trace=plan.trace)
 
-    def read_generation(self, prepared: Prepared, max_new_tokens: int = 64,
-                        top_k: int = 5) -> tuple[Generation, torch.Tensor, torch.Tensor]:
-        """The greedy answer and, read in that same pass, every decoder layer's output state at
-        every position (prompt + answer): ``(generation, hidden [L, S, d], answer_logits [A, V])``,
-        row ``i`` of the logits being the scores that chose answer token ``i``.
+    def read_generation(self, prepared: Prepared, max_new_tokens: int = 64, top_k: int = 5) -> GenerationRead:
+        """The greedy answer and, read in that same pass, every decoder layer's output state and
+        attention inputs at every position (prompt + answer), and the scores that chose each
+        answer token.
 
         The states are those the answer was decoded from (no second forward); one step past
         ``max_new_tokens`` is decoded so that the last answer token is read as well."""
         check_new_tokens(max_new_tokens)
         states: list[list[torch.Tensor]] = [[] for _ in range(self.n_layers)]
+        attention = [QueryKeyLog() for _ in range(self.n_layers)]
         reads = [read("residual", i, functools.partial(_append_row0, states[i])) for i in range(self.n_layers)]
+        reads += [read("attention_inputs", i, log.add) for i, log in enumerate(attention)]
         strategy = Greedy()
         batch = strategy.batch(self, prepared)
         out, _ = self._decode(batch, strategy, max_new_tokens + 1, reads, output_logits=True)
@@ -368,7 +382,7 @@ class ModelSession:
             torch.zeros(0, self.adapter.unembedding().out_features)
         generation = Generation(prompt=prepared, tokens=tokens, sequence=prepared.token_map.input_ids + answer,
                                 strategy=strategy.name)
-        return generation, hidden, logits
+        return GenerationRead(generation, hidden, logits, attention)
 
     def batch_inputs(self, images: list[ImageLike], prompts: list[str],
                      systems: Sequence[str | None] | None = None, padding_side: str = "left") -> dict:

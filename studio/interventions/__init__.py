@@ -9,7 +9,10 @@ weights. An intervention states where it applies instead of guessing from tensor
   (``"attention_weights"``, read only, needs eager attention), the additive attention mask
   its self-attention receives (``"attention_mask"``) or the input of its self-attention's
   output projection ``o_proj`` (``"attention_output"``, read only: every head's output
-  concatenated, [batch, seq, heads * head_dim]);
+  concatenated, [batch, seq, heads * head_dim]) or what its attention function computes the
+  weights from (``"attention_inputs"``, read only: an
+  :class:`~studio.engine.attention_reads.AttentionInputs` of post-rotary queries, keys, mask
+  and scale, read through the model's own kernel, which keeps running);
 - ``layer``: which decoder layer;
 - ``phase``: the prompt pass (the first forward of a generation, or every pass of a plain
   forward), the generated steps, or both;
@@ -29,21 +32,22 @@ success, error or cancel; see :mod:`studio.engine.hooks`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from studio.engine.attention_reads import AttentionInputs, Sink, reading
 from studio.engine.errors import InputError, StudioError
 from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
 
-Site = Literal["residual", "attention_weights", "attention_mask", "attention_output"]
+Site = Literal["residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs"]
 Phase = Literal["prompt", "generated", "both"]
 Where = Literal["all", "image", "after_image"] | torch.Tensor
-Edit = Callable[[torch.Tensor], torch.Tensor | None]
-SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask", "attention_output")
+Edit = Callable[[Any], torch.Tensor | None]  # a tensor; an AttentionInputs at the attention_inputs site
+SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs")
 PHASES: tuple[str, ...] = ("prompt", "generated", "both")
 NAMED_POSITIONS: tuple[str, ...] = ("all", "image", "after_image")
 
@@ -74,9 +78,9 @@ class Intervention:
         return self.phase == "both" or (self.phase == "prompt") == prompt_pass
 
 
-def read(site: Site, layer: int, sink: Callable[[torch.Tensor], None], **where) -> Intervention:
+def read(site: Site, layer: int, sink: Callable[[torch.Tensor], None] | Sink, **where) -> Intervention:
     """An intervention that only hands the value to ``sink`` (a capture)."""
-    def keep(value: torch.Tensor) -> None:
+    def keep(value) -> None:
         sink(value)
         return None
     return Intervention(site, layer, keep, **where)
@@ -207,6 +211,16 @@ def _count_passes(request: _Request):
     return hook
 
 
+def _inputs_sink(request: _Request, intervention: Intervention) -> Sink:
+    def sink(inputs: AttentionInputs) -> None:
+        if not intervention.applies(request.prompt_pass):
+            return
+        selected = inputs if intervention.rows is None else inputs.rows(list(intervention.rows))
+        if intervention.fn(selected) is not None:
+            raise StudioError("the attention_inputs site is read only: its fn must return None")
+    return sink
+
+
 _HOOKS = {"residual": ("forward", _residual_hook), "attention_weights": ("forward", _weights_hook),
           "attention_mask": ("pre", _mask_hook), "attention_output": ("pre", _projection_input_hook)}
 
@@ -224,14 +238,18 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
         return
     request = _Request(generating, image_token_id)
     specs = [HookSpec(model, _count_passes(request), "pre")]
+    sinks: dict[nn.Module, list[Sink]] = {}
     for item in interventions:
         modules = layers if item.site == "residual" else attention
         if item.layer >= len(modules):
             raise InputError(f"layer {item.layer} is out of range: choose 0..{len(modules) - 1}")
+        if item.site == "attention_inputs":
+            sinks.setdefault(modules[item.layer], []).append(_inputs_sink(request, item))
+            continue
         kind, make = _HOOKS[item.site]
         module = output_projection(modules[item.layer]) if item.site == "attention_output" else modules[item.layer]
         specs.append(HookSpec(module, make(request, item), kind))  # type: ignore[arg-type]
-    with scoped_hooks(specs):
+    with scoped_hooks(specs), (reading(model, sinks) if sinks else nullcontext()):  # type: ignore[arg-type]
         yield
 
 

@@ -78,3 +78,30 @@ def test_the_generation_pass_states_equal_a_plain_pass_over_prompt_and_answer(se
     assert plain.shape == run.hidden.shape
     scale = plain.abs().amax().item()
     assert (run.hidden - plain).abs().amax().item() <= 1e-4 * max(1.0, scale), "read, not recomputed differently"
+
+
+def test_attention_rebuilt_from_the_generation_pass_equals_an_eager_pass(session):
+    """The attention probe rebuilds each layer's weights from the queries and keys the sdpa
+    generation pass attended with; they equal the eager kernel's weights on a plain pass over
+    prompt + answer (every row, so rollout too), and the model runs its own kernel again after."""
+    request = ProbeRequest(sample_image(40, 24), "what is this ?", max_new_tokens=4)
+    result = run_probe(session, "attention", request)
+    run = get_run(session, request)
+    inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
+    attn = session.model.config.text_config._attn_implementation
+    with session.attention_implementation("eager", text_only=True), torch.inference_mode():
+        eager = session.model(**inputs, output_attentions=True).attentions
+    assert session.model.config.text_config._attn_implementation == attn
+    language = eager[-session.n_layers:]  # families that report the vision tower's too list it first
+    for layer, weights in enumerate(language):
+        rebuilt = run.attention_layer(layer).weights()
+        assert torch.allclose(rebuilt, weights[0].float(), atol=2e-5), f"layer {layer}"
+    q, img = result.query_positions, result.image_positions
+    expected_rows = torch.stack([w[0].float()[:, q][:, :, img] for w in language])
+    assert np.allclose(result.to_image, expected_rows.numpy(), atol=2e-5)
+    joint = None
+    for weights in language:
+        step = 0.5 * weights[0].float().mean(0) + 0.5 * torch.eye(weights.shape[-1])
+        step = step / step.sum(-1, keepdim=True)
+        joint = step if joint is None else step @ joint
+    assert np.allclose(result.rollout, joint[q][:, img].numpy(), atol=2e-5)

@@ -1,0 +1,192 @@
+"""Reading what self-attention computes its weights from, without asking it for the weights.
+
+The language model's attention calls one function per layer through transformers'
+``AttentionInterface`` with the post-rotary queries and keys, the mask and the scale. The
+studio registers a reading twin of the model's own function (``studio-read:sdpa`` wraps
+``sdpa``, ``studio-read:eager`` the family's eager one): it hands those inputs to the sinks of
+the current request, then calls the original unchanged, so the output is bit-identical and the
+fast kernel keeps running. From the inputs the weights can be rebuilt exactly
+(:func:`attention_weights`) when, and for whichever rows, someone needs them, instead of a
+second pass with the eager kernel that materialises every layer's [heads, S, S] on the way.
+
+Sinks are scoped like hooks: a ``ContextVar`` holds the current request's sinks per attention
+module, so a pass served for another request never reaches them. :func:`reading` switches the
+language model (never the vision tower) to the twin for the block and restores the previous
+implementation in ``finally``.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+
+from studio.engine.errors import StudioError
+
+PREFIX = "studio-read:"
+Sink = Callable[["AttentionInputs"], None]
+_SINKS: contextvars.ContextVar[tuple[tuple[int, Sink], ...]] = contextvars.ContextVar("studio_attention_sinks",
+                                                                                      default=())
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """One call of a self-attention function: ``query`` [B, H, q, d] and ``key`` [B, Hkv, k, d]
+    after rotary embedding, ``mask`` as the function received it (None: causal when q > 1,
+    boolean: True attends, float: additive), ``scaling`` and ``softcap`` (None: none)."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    mask: torch.Tensor | None
+    scaling: float
+    causal: bool
+    softcap: float | None = None
+
+    def rows(self, rows: list[int]) -> "AttentionInputs":
+        mask = self.mask if self.mask is None or self.mask.shape[0] == 1 else self.mask[rows]
+        return AttentionInputs(self.query[rows], self.key[rows], mask, self.scaling, self.causal, self.softcap)
+
+
+def _base_function(base: str, module: nn.Module) -> Callable:
+    if base != "eager":
+        return ALL_ATTENTION_FUNCTIONS[base]
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise StudioError(f"{type(module).__name__}'s module has no eager_attention_forward to read through")
+    return eager
+
+
+def _reading_function(base: str) -> Callable:
+    def attend(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               attention_mask: torch.Tensor | None, *args, **kwargs):
+        sinks = [sink for owner, sink in _SINKS.get() if owner == id(module)]
+        if sinks:
+            scaling = kwargs.get("scaling")
+            inputs = AttentionInputs(query, key, attention_mask,
+                                     scaling if scaling is not None else 1 / math.sqrt(query.shape[-1]),
+                                     bool(kwargs.get("is_causal", getattr(module, "is_causal", True))),
+                                     kwargs.get("softcap"))
+            for sink in sinks:
+                sink(inputs)
+        return _base_function(base, module)(module, query, key, value, attention_mask, *args, **kwargs)
+    return attend
+
+
+def reading_name(base: str) -> str:
+    """The registered reading twin of attention implementation ``base`` (registered on first use)."""
+    base = base.removeprefix(PREFIX)
+    if base not in ("eager", "sdpa"):
+        raise StudioError(f"attention reads work with the eager or sdpa kernels; this model runs {base!r}")
+    name = PREFIX + base
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _reading_function(base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    return name
+
+
+@contextmanager
+def reading(model: PreTrainedModel, sinks: dict[nn.Module, list[Sink]]) -> Iterator[None]:
+    """Within the block, the language model's attention hands its inputs to ``sinks`` (per
+    attention module) of this request; its output is unchanged."""
+    config = model.config.text_config
+    previous = config._attn_implementation
+    name = reading_name(previous)
+    reset = _SINKS.set(_SINKS.get() + tuple((id(m), fn) for m, fns in sinks.items() for fn in fns))
+    try:
+        if name != previous:
+            model.set_attn_implementation({"text_config": name})
+        yield
+    finally:
+        if name != previous:
+            model.set_attn_implementation({"text_config": previous})
+        _SINKS.reset(reset)
+
+
+def additive_mask(inputs: AttentionInputs, row: int = 0) -> torch.Tensor:
+    """Row ``row``'s mask as [q, k] float32 additive (0 attends, -inf does not)."""
+    q, k = inputs.query.shape[2], inputs.key.shape[2]
+    device = inputs.query.device
+    if inputs.mask is None:
+        allowed = torch.ones(q, k, dtype=torch.bool, device=device)
+        if inputs.causal and q > 1:  # sdpa's causal flag: upper-left aligned, as the kernel applies it
+            allowed = torch.ones(q, k, dtype=torch.bool, device=device).tril()
+        return torch.zeros(q, k, device=device).masked_fill(~allowed, -math.inf)
+    mask = inputs.mask[min(row, inputs.mask.shape[0] - 1), 0]
+    if mask.shape != (q, k):
+        raise StudioError(f"an attention mask of shape {tuple(mask.shape)} for {q} queries and {k} keys")
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=device).masked_fill(~mask, -math.inf)
+    return mask.float()
+
+
+@dataclass
+class QueryKeyLog:
+    """One layer's queries and keys over a whole generation (row 0), assembled from the prompt
+    pass and each generated step: ``queries`` [H, S, d], ``keys`` [Hkv, S, d] and the additive
+    mask [S, S] the attention applied (a sliding-window cache's forgotten keys at -inf)."""
+
+    parts: list[AttentionInputs] = field(default_factory=list)
+
+    def add(self, inputs: AttentionInputs) -> None:
+        self.parts.append(inputs.rows([0]))
+
+    def assemble(self, length: int) -> "LayerAttention":
+        """The first ``length`` positions' queries, keys and mask."""
+        if not self.parts:
+            raise StudioError("no attention inputs were read for this layer")
+        first = self.parts[0]
+        queries = [first.query[0]]
+        keys = [first.key[0]]
+        prompt = first.query.shape[2]
+        mask = torch.full((length, length), -math.inf, device=first.query.device)
+        mask[:prompt, :prompt] = additive_mask(first)
+        position = prompt
+        for step in self.parts[1:]:
+            if position >= length:
+                break
+            queries.append(step.query[0])
+            keys.append(step.key[0, :, -1:])
+            span = step.key.shape[2]
+            mask[position, position + 1 - span:position + 1] = additive_mask(step)[-1]
+            position += 1
+        return LayerAttention(torch.cat(queries, dim=1)[:, :length], torch.cat(keys, dim=1)[:, :length], mask,
+                              first.scaling, first.softcap)
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    """One layer's attention inputs over a sequence: ``queries`` [H, S, d], ``keys`` [Hkv, S, d],
+    ``mask`` [S, S] additive, as the layer attended with them."""
+
+    queries: torch.Tensor
+    keys: torch.Tensor
+    mask: torch.Tensor
+    scaling: float
+    softcap: float | None = None
+
+    @property
+    def heads(self) -> int:
+        return self.queries.shape[0]
+
+    def weights(self, heads: slice = slice(None), rows: list[int] | None = None) -> torch.Tensor:
+        """Softmax attention [h, r, S] (float32) of query ``heads`` at ``rows`` (None: every
+        position), as the attention function computes it: scores scaled, soft-capped, masked."""
+        group = self.heads // self.keys.shape[0]
+        head_ids = torch.arange(self.heads)[heads]
+        q, mask = self.queries[head_ids.to(self.queries.device)].float(), self.mask
+        if rows is not None:
+            index = torch.tensor(rows, dtype=torch.long, device=q.device)
+            q, mask = q[:, index], mask[index]
+        k = self.keys[(head_ids // group).to(self.keys.device)].float()
+        scores = q @ k.transpose(1, 2) * self.scaling
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
+        return torch.softmax(scores + mask, dim=-1)
