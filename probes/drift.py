@@ -32,8 +32,7 @@ class DriftResult(ProbeResult):
 
 
 def _last_states(session, image, prompt: str) -> torch.Tensor:
-    prepared = session.prepare(image, prompt)
-    return session.forward(prepared, capture=True).hidden[:, -1].float()
+    return session.last_states(session.prepare(image, prompt)).float()
 
 
 class Drift(Probe):

@@ -317,6 +317,15 @@ class ModelSession:
         hidden = torch.stack([states[i] for i in range(self.n_layers)]) if capture else None
         return ForwardResult(logits=logits, hidden=hidden)
 
+    def last_states(self, prepared: Prepared) -> torch.Tensor:
+        """Every decoder layer's output state at the last prompt position, [L, d], from one pass
+        that projects only that position to the vocabulary (``logits_to_keep=1``: the
+        [positions x vocabulary] logits of a plain pass are a large vocabulary's cost)."""
+        kept: dict[int, torch.Tensor] = {}
+        reads = [read("residual", i, functools.partial(_keep_last, kept, i)) for i in range(self.n_layers)]
+        self.call(lambda: self.model(**prepared.inputs, logits_to_keep=1), reads)
+        return torch.stack([kept[i].to(self.device) for i in range(self.n_layers)])
+
     def extend_inputs(self, inputs: dict, extra_ids: list[int] | None) -> dict:
         """``inputs`` with ``extra_ids`` (e.g. a generated answer) appended as the model's own
         generation would see them: attended, text, and of the family's answer token type."""
@@ -527,6 +536,10 @@ def check_new_tokens(max_new_tokens: int) -> int:
 
 def _keep_row0(states: dict, layer: int, value: torch.Tensor) -> None:
     states[layer] = value[0].detach()
+
+
+def _keep_last(states: dict, layer: int, value: torch.Tensor) -> None:
+    states[layer] = value[0, -1].detach().clone()
 
 
 def _append_row0(states: list, value: torch.Tensor) -> None:

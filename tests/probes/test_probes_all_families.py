@@ -105,3 +105,25 @@ def test_attention_rebuilt_from_the_generation_pass_equals_an_eager_pass(session
         step = step / step.sum(-1, keepdim=True)
         joint = step if joint is None else step @ joint
     assert np.allclose(result.rollout, joint[q][:, img].numpy(), atol=2e-5)
+
+
+def test_drift_equals_cosines_of_plain_passes(session):
+    """Drift reads the image run's states from the generation pass and the blanked / removed
+    runs from passes that project only their last position; the cosines equal those of plain
+    full passes (the unoptimised computation)."""
+    from PIL import Image
+
+    from probes.drift import BLANK_GREY
+    request = ProbeRequest(sample_image(40, 24), "what is this ?", max_new_tokens=3)
+    result = run_probe(session, "drift", request)
+    prepared = session.prepare(request.image, request.prompt)
+    with_image = session.forward(prepared, capture=True).hidden[:, -1].float()
+    blank = session.prepare(Image.new("RGB", prepared.image.size, BLANK_GREY), request.prompt)
+    cos = torch.nn.functional.cosine_similarity
+    expected = cos(with_image, session.forward(blank, capture=True).hidden[:, -1].float(), dim=-1)
+    assert np.allclose(result.cos_blank, expected.numpy(), atol=1e-5)
+    if session.requires_image:
+        assert np.isnan(result.cos_removed).all()
+    else:
+        removed = session.forward(session.prepare(None, request.prompt), capture=True).hidden[:, -1].float()
+        assert np.allclose(result.cos_removed, cos(with_image, removed, dim=-1).numpy(), atol=1e-5)
