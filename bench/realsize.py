@@ -18,7 +18,11 @@ when its estimate exceeds ``--attribution-budget``, marked "est."), each Mitigat
 its prompt pass (processing, image encoding and prefill, to the end of the first forward) and
 its per-token cost (each later step: forward and logits processors), read by a clock on the
 model's forward in the same call, as ratios to greedy's, and ``session.generate``
-against plain ``model.generate`` on the same inputs with no hooks, both ways.
+against plain ``model.generate`` on the same inputs with no hooks, both ways. The last row is
+the kernel's price of a second batch row (``F.linear`` of the first decoder layer's largest
+matrix, 2 rows against 1): a contrastive method decodes two rows per step, so its per-token
+ratio cannot fall below it. On this CPU it is about 2 in float32 (MKL's small-batch path) and
+about 1 in bfloat16 (as on a GPU); ``--dtype bfloat16`` builds every shape in bfloat16.
 
 Peak extra memory: the growth of the process's resident-set high-water mark (``VmHWM``, reset
 through ``/proc/self/clear_refs`` before the step, after ``gc`` and ``malloc_trim``) over its
@@ -32,7 +36,7 @@ weights otherwise answer with ids the word-level tokenizer cannot spell, so the 
 find no object word to score, and decoding could stop early at a random end token; pinned, the
 detector scores every answer token and every method decodes exactly the requested tokens.
 
-    python -m bench.realsize [--shapes smolvlm-256m,qwen2-vl-2b] [--repeats 3] [--quick] [--json FILE]
+    python -m bench.realsize [--shapes smolvlm-256m,qwen2-vl-2b] [--repeats 3] [--quick] [--json FILE] [--dtype D]
 
 ``--quick`` cuts every shape to 2 decoder layers and a 2-layer vision tower, keeping the widths,
 vocabulary and token layout, answers 4 tokens, times each step once and always estimates
@@ -122,10 +126,11 @@ ROW_PLAIN_GENERATE = "plain model.generate: per token"
 PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
 # Mitigate's methods that run on any model (anchors needs a text-to-image model, which no shape here has)
 METHODS = ("greedy", "vcd", "sid", "icd")
+ROW_TWO_ROWS = "2-row step floor: linear 2 rows"
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
                          *(f"Mitigate: {m}: {part}" for m in METHODS for part in (PROMPT_PASS, PER_TOKEN)),
-                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE)
+                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_TWO_ROWS)
 
 
 def load_shape(name: str) -> dict:
@@ -460,6 +465,27 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer)
     return decoded
 
 
+def two_row_cost(session: ModelSession, calls: int = 20) -> Row:
+    """What a second batch row costs this machine's kernel: ``F.linear`` of the first decoder
+    layer's largest weight on 2 rows against 1 row (median of ``calls``). A contrastive
+    method decodes two rows per step, so its per-token ratio to greedy cannot fall below this."""
+    linears = [m for m in session.adapter.decoder_layers()[0].modules() if isinstance(m, torch.nn.Linear)]
+    weight = max(linears, key=lambda m: m.weight.numel()).weight
+    seconds = {}
+    with torch.inference_mode():
+        for rows in (1, 2):
+            x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
+            torch.nn.functional.linear(x, weight)
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                torch.nn.functional.linear(x, weight)
+                times.append(time.perf_counter() - start)
+            seconds[rows] = statistics.median(times)
+    return Row(ROW_TWO_ROWS, seconds[2] * 1e3, "ms", seconds[2] / seconds[1], "1 row",
+               0, calls)
+
+
 def decoding_rows(decoded: dict[str, Decoding]) -> list[Row]:
     """Each method's prompt pass and per-token cost against greedy's; greedy's against plain ``model.generate``."""
     greedy, plain = decoded["greedy"], decoded["plain"]
@@ -502,8 +528,9 @@ def bench_decoding(shape: dict, timer: Timer, tokens: int) -> None:
     a shorter run for when the full table's other steps are already measured."""
     built = build(shape, False)
     request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, tokens)
-    print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters")
-    for row in decoding_rows(measure_decoding(built.session, request, timer)):
+    print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters, "
+          f"{shape['dtype']}")
+    for row in [*decoding_rows(measure_decoding(built.session, request, timer)), two_row_cost(built.session)]:
         print(f"   {row.label:<40}{_number(row.value) + ' ' + row.unit:>16}  {_number(row.ratio)} x {row.basis}"
               f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
 
@@ -539,8 +566,8 @@ def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: floa
         vision_layers=built.vision_layers, parameters=built.parameters, weight_bytes=built.weight_bytes,
         build_seconds=built.seconds, image_size=shape["image_size"], image_tokens=len(run.token_map.image_positions),
         prompt_tokens=run.prepared.length, answer_tokens=len(answer),
-        rows=table_rows(forward, run_cost, {name: cost for name, (cost, _) in probes.items()}, views, attribution,
-                        decoded),
+        rows=[*table_rows(forward, run_cost, {name: cost for name, (cost, _) in probes.items()}, views, attribution,
+                          decoded), two_row_cost(session)],
         attribution={"evaluations": plan.evaluations, "ig_steps": plan.ig_steps,
                      "forward_seconds": plan.forward.seconds, "pixel_step_seconds": plan.pixel_step.seconds,
                      "embedding_step_seconds": plan.embedding_step.seconds, "predicted_seconds": plan.seconds,
@@ -616,9 +643,11 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     parser.add_argument("--json", type=Path, help="save the numbers here")
     parser.add_argument("--decoding-only", type=int, metavar="TOKENS",
                         help="measure only the decoding rows, decoding this many tokens (a shorter run)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES),
+                        help="build every shape in this dtype instead of its own (e.g. bfloat16, as on a GPU)")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]
-    shapes = [load_shape(n) for n in names]
+    shapes = [{**load_shape(n), **({"dtype": args.dtype} if args.dtype else {})} for n in names]
     repeats = args.repeats if args.repeats is not None else 1 if args.quick else 3
     if repeats < 1:
         parser.error("--repeats must be at least 1")
