@@ -313,7 +313,8 @@ class AttributionPlan:
 
 def _answer_log_prob(session: ModelSession, inputs: dict, position: int, token: int) -> torch.Tensor:
     """The log-probability of ``token`` at ``position``: what the attribution probe explains."""
-    logits = session.model(**inputs).logits[0, position].float()
+    assert inputs["input_ids"].shape[1] == position + 1, "the predicting position is the last"
+    logits = session.model(**inputs, logits_to_keep=1).logits[0, -1].float()
     return torch.log_softmax(logits, dim=-1)[token]
 
 
@@ -350,8 +351,8 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
             handle.remove()
 
     forward, _ = timer.measure(lambda: session.call(lambda: _answer_log_prob(session, inputs, position - 1, token)))
-    pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True))
-    embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True))
+    pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True, recompute_vision=True))
+    embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True, recompute_vision=True))
     return AttributionPlan(evaluations=features + 8, ig_steps=params.ig_steps, forward=forward, pixel_step=pixel,
                            embedding_step=embedded)
 

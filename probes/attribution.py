@@ -9,6 +9,11 @@ the position that predicts it (teacher-forced on the rest of the answer).
   forward each, which on a 576-token model is ~15x the default's cost), ablated to ~0 (the
   processor's normalised mean colour). Score = drop in log-probability; each token shows its
   region's score.
+Every evaluation projects only the predicting position to the vocabulary (``logits_to_keep``),
+and the gradient passes recompute the vision tower's activations in the backward pass instead
+of keeping them (``recompute_vision``: a pixel gradient through many tiles would otherwise
+hold several times the weights).
+
 - **Integrated gradients on pixels** (captum ``IntegratedGradients``, black-to-mean baseline 0),
   summed per image token; and **on prompt-token embeddings** (``LayerIntegratedGradients`` on
   the input embedding layer, baseline = text tokens replaced by padding), summed over width.
@@ -98,7 +103,9 @@ class _Target:
         self.predicting = position - 1
 
     def _log_prob(self, **changes) -> torch.Tensor:
-        logits = self.session.model(**{**self.inputs, **changes}).logits[0, self.predicting].float()
+        inputs = {**self.inputs, **changes}
+        assert inputs["input_ids"].shape[1] == self.predicting + 1, "the predicting position is the last"
+        logits = self.session.model(**inputs, logits_to_keep=1).logits[0, -1].float()
         return torch.log_softmax(logits, dim=-1)[self.token]
 
     def of_pixels(self, batch: torch.Tensor) -> torch.Tensor:
@@ -185,7 +192,7 @@ class Attribution(Probe):
             return ig_pixels, lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
                                             internal_batch_size=1, return_convergence_delta=True)
         log_prob, occlusion = session.call(occlude)
-        (ig_pixels, pixel_delta), (ig_prompt, prompt_delta) = session.call(integrate, grad=True)
+        (ig_pixels, pixel_delta), (ig_prompt, prompt_delta) = session.call(integrate, grad=True, recompute_vision=True)
         prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
         return AttributionResult(
             **layout_of(run), image_positions=run.token_map.image_positions, answer_index=params.answer_index,

@@ -32,6 +32,7 @@ from studio.engine.errors import InputError, ResourceError, StudioError
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
 from studio.engine.prefix import decode_with_shared_prefix
+from studio.engine.recompute import checkpointable_layers, recomputed
 from studio.engine.zerogpu import on_gpu
 from studio.interventions import Intervention, intervene, read
 
@@ -255,18 +256,21 @@ class ModelSession:
         return tmap
 
     def call(self, fn: Callable[[], T], interventions: Sequence[Intervention] = (), generating: bool = False,
-             grad: bool = False) -> T:
+             grad: bool = False, recompute_vision: bool = False) -> T:
         """Run ``fn`` (which calls the model) as one request: under the session lock, without
         autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
         forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
-        :class:`ResourceError`. Every model call of the studio goes through here, so on ZeroGPU
+        :class:`ResourceError`; ``recompute_vision``: the layers outside the language model's
+        decoder (the vision tower) recompute their activations in the backward pass instead of
+        keeping them (:mod:`studio.engine.recompute`). Every model call of the studio goes through here, so on ZeroGPU
         hardware this is where the call is handed to a ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
 
         def body() -> T:
+            recompute = checkpointable_layers(self.model, adapter.decoder_layers()) if recompute_vision else []
             with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                    generating, self._image_token_id()):
+                    generating, self._image_token_id()), recomputed(recompute):
                 return fn()
         with self.lock:
             return on_gpu(body)
