@@ -162,7 +162,6 @@ class Attribution(Probe):
     name = "attribution"
     description = "patch occlusion and integrated gradients (pixels, prompt tokens) for one generated token"
     params_class = AttributionParams
-    needs_gradients = True
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: AttributionParams) -> AttributionResult:

@@ -111,8 +111,6 @@ class Probe:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     params_class: ClassVar[type[ProbeParams]] = ProbeParams
-    needs_eager_attention: ClassVar[bool] = False
-    needs_gradients: ClassVar[bool] = False
     needs_image: ClassVar[bool] = False
     needs_fit: ClassVar[bool] = False  # reads a file fitted to one model (directions, a dictionary)
 

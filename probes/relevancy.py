@@ -174,8 +174,6 @@ class Relevancy(Probe):
     description = ("gradient-weighted attention relevancy (Chefer et al. 2021, as in LVLM-Interpret) from each "
                    "generated token to the image patches and prompt tokens; one backward pass per token")
     params_class = RelevancyParams
-    needs_eager_attention = True
-    needs_gradients = True
     needs_image = True
 
     def run(self, session, request: ProbeRequest, params: RelevancyParams) -> RelevancyResult:

@@ -128,37 +128,49 @@ def additive_mask(inputs: AttentionInputs, row: int = 0) -> torch.Tensor:
 
 
 @dataclass
-class QueryKeyLog:
-    """One layer's queries and keys over a whole generation (row 0), assembled from the prompt
-    pass and each generated step: ``queries`` [H, S, d], ``keys`` [Hkv, S, d] and the additive
-    mask [S, S] the attention applied (a sliding-window cache's forgotten keys at -inf)."""
+class _Step:
+    """One generated step's new query and key (row 0) and its additive mask row over the
+    ``span`` keys it attended to (the last ``span`` positions)."""
 
-    parts: list[AttentionInputs] = field(default_factory=list)
+    query: torch.Tensor
+    key: torch.Tensor
+    mask: torch.Tensor
+    span: int
+
+
+@dataclass
+class QueryKeyLog:
+    """One layer's queries and keys over a whole generation (row 0), from the prompt pass and
+    each generated step. A step keeps only its new query and key (the cached keys it attends to
+    are the earlier positions' own), so the log grows by one position per step."""
+
+    prompt: AttentionInputs | None = None
+    steps: list[_Step] = field(default_factory=list)
 
     def add(self, inputs: AttentionInputs) -> None:
-        self.parts.append(inputs.rows([0]))
+        if self.prompt is None:
+            self.prompt = AttentionInputs(inputs.query[:1].clone(), inputs.key[:1].clone(),
+                                          None if inputs.mask is None else inputs.mask[:1],
+                                          inputs.scaling, inputs.causal, inputs.softcap)
+            return
+        self.steps.append(_Step(inputs.query[0, :, -1:].clone(), inputs.key[0, :, -1:].clone(),
+                                additive_mask(inputs)[-1].clone(), inputs.key.shape[2]))
 
     def assemble(self, length: int) -> "LayerAttention":
-        """The first ``length`` positions' queries, keys and mask."""
-        if not self.parts:
+        """The first ``length`` positions' queries [H, L, d], keys [Hkv, L, d] and additive mask
+        [L, L] (a sliding-window cache's forgotten keys at -inf)."""
+        first = self.prompt
+        if first is None:
             raise StudioError("no attention inputs were read for this layer")
-        first = self.parts[0]
-        queries = [first.query[0]]
-        keys = [first.key[0]]
         prompt = first.query.shape[2]
         mask = torch.full((length, length), -math.inf, device=first.query.device)
         mask[:prompt, :prompt] = additive_mask(first)
-        position = prompt
-        for step in self.parts[1:]:
-            if position >= length:
-                break
-            queries.append(step.query[0])
-            keys.append(step.key[0, :, -1:])
-            span = step.key.shape[2]
-            mask[position, position + 1 - span:position + 1] = additive_mask(step)[-1]
-            position += 1
-        return LayerAttention(torch.cat(queries, dim=1)[:, :length], torch.cat(keys, dim=1)[:, :length], mask,
-                              first.scaling, first.softcap)
+        steps = self.steps[:max(0, length - prompt)]
+        for position, step in enumerate(steps, start=prompt):
+            mask[position, position + 1 - step.span:position + 1] = step.mask
+        queries = torch.cat([first.query[0], *(s.query for s in steps)], dim=1)
+        keys = torch.cat([first.key[0], *(s.key for s in steps)], dim=1)
+        return LayerAttention(queries[:, :length], keys[:, :length], mask, first.scaling, first.softcap)
 
 
 @dataclass(frozen=True)

@@ -43,3 +43,20 @@ def test_a_cached_run_is_served_without_calling_the_model(untrained_world, monke
     monkeypatch.setattr(untrained_world, "call", refuse)
     assert get_run(untrained_world, ProbeRequest(np.asarray(request.image), " describe the image .", 3)) is first
     assert cache.misses == misses
+
+
+def test_the_runs_attention_log_grows_by_one_position_per_step(untrained_world):
+    """Each generated step keeps only its new query and key, in storage of their own (a view of
+    the step's whole key would keep every step's full cache alive: steps x positions)."""
+    from studio.world.render import render
+    from studio.world.scenes import sample_scene
+    run = get_run(untrained_world, ProbeRequest(render(sample_scene(4, "neutral")), "describe the image .", 6))
+    length = run.hidden.shape[1]
+    for log in run.attention:
+        assert log.prompt is not None and log.prompt.key.shape[2] == run.prepared.length
+        assert len(log.steps) >= length - run.prepared.length
+        for step in log.steps:
+            for tensor in (step.query, step.key):
+                assert tensor.shape[1] == 1
+                assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        assert log.assemble(length).keys.shape[1] == length
