@@ -17,6 +17,7 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest
 from probes.layout import LayoutResult, layout_of
+from studio.engine.attention_reads import LayerAttention
 from studio.engine.errors import InputError
 
 
@@ -80,7 +81,7 @@ def rollout_rows(mean_attention: list[torch.Tensor], residual: float, queries: l
 HEAD_CHUNK_VALUES = 1 << 24  # attention values rebuilt at once (64 MB in float32)
 
 
-def _layer_rows(layer, queries: list[int], images: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _layer_rows(layer: LayerAttention, queries: list[int], images: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's [H, Q, P] attention to the image and its [S, S] head mean, a few heads at a time."""
     length = layer.mask.shape[0]
     chunk = max(1, HEAD_CHUNK_VALUES // (length * length))
@@ -101,8 +102,6 @@ class Attention(Probe):
     def run(self, session, request: ProbeRequest, params: AttentionParams) -> AttentionResult:
         run = self.cached_run(session, request)
         images = run.token_map.image_positions
-        if not images:
-            raise InputError("attention to the image needs an image in the prompt")
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
         to_image: list[torch.Tensor] = []
         rollout = Rollout(params.residual, queries)

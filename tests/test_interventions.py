@@ -132,3 +132,27 @@ def test_attention_inputs_are_read_through_the_models_own_kernel(untrained_world
     with pytest.raises(StudioError, match="read only"):
         session.forward(prepared, interventions=[Intervention("attention_inputs", 0, lambda inputs: inputs.query)])
     assert torch.equal(session.forward(prepared).logits, baseline)
+
+
+def test_attention_mask_edits_work_under_the_models_own_kernel(untrained_world, prepared):
+    """Hiding key j from every query at every layer through the attention_mask site equals the
+    model run with position j padded out of its attention mask, under sdpa and eager alike."""
+    session = untrained_world
+    j = prepared.length - 3
+
+    def hide(mask: torch.Tensor) -> torch.Tensor:
+        out = mask.clone()
+        out[..., j] = float("-inf")
+        return out
+    edits = [Intervention("attention_mask", layer, hide) for layer in range(session.n_layers)]
+    padded = dict(prepared.inputs)
+    padded["attention_mask"] = prepared.inputs["attention_mask"].clone()
+    padded["attention_mask"][0, j] = 0
+    with torch.inference_mode():
+        expected = session.model(**padded).logits[0, -1].float()
+    edited = session.forward(prepared, interventions=edits).logits[-1]
+    assert torch.allclose(edited, expected, atol=1e-5)
+    assert not torch.allclose(edited, session.forward(prepared).logits[-1], atol=1e-3), "the edit matters"
+    with session.attention_implementation("eager", text_only=True):
+        assert torch.allclose(session.forward(prepared, interventions=edits).logits[-1], expected, atol=1e-5)
+    assert session.model.config.text_config._attn_implementation == "sdpa"

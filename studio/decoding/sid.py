@@ -8,10 +8,17 @@ is the attention the current last position pays each vision token at layer ``lay
 the amateur to answer from text and weak evidence, amplifying exactly the hallucinations the
 contrast then removes. Combination as in VCD (:mod:`studio.decoding.contrastive`).
 
-Following the reference code (huofushuo/SID): dropped tokens are masked out of attention
-rather than removed (the paper's lower cost comes from removing them; masked, the amateur
-costs a full row), selection layer 2 and 100 of 576 vision tokens kept (``keep_ratio`` 0.17)
-for LLaVA-1.5. Defaults: alpha 1 and beta 0.1 as the paper states them, greedy on the contrast.
+Following the reference code (huofushuo/SID, its attention-mask path): dropped tokens are
+masked out of attention rather than removed, and the selection is made again at every
+decoding step; selection layer 2 and 100 of 576 vision tokens kept (``keep_ratio`` 0.17) for
+LLaVA-1.5. The reference's other path removes the tokens (FastV in place, "KV-cache not
+supported": it recomputes the whole sequence every step). Removed tokens would let the
+amateur's prompt pass skip most image positions past the selection layer, but an amateur
+whose deep layers hold fewer positions can no longer share the expert's batch (each layer's
+cache must hold the same positions for every row), so every step would cost a second,
+sequential pass; masked, the amateur is one more row of the same batch, which on a GPU (and
+on this CPU in bfloat16) costs about nothing per token (model card, "Performance on real
+model shapes"). Defaults: alpha 1 and beta 0.1 as the paper states them, greedy on the contrast.
 
 Presets: ``paper`` (alpha 1, beta 0.1, 100 of 576 tokens kept) and ``reference-code``
 (its POPE script: alpha 0.5, and its greedy path applies no plausibility constraint, beta 0;
@@ -19,9 +26,10 @@ Presets: ``paper`` (alpha 1, beta 0.1, 100 of 576 tokens kept) and ``reference-c
 
 Mechanism: two kinds of :class:`~studio.interventions.Intervention` on the amateur rows of
 the :class:`~studio.decoding.contrastive.ContrastiveBatch` (never the experts): a read of the
-attention weights at ``layer - 1`` that selects the kept tokens at every pass, and an edit of
-the additive attention mask at ``layer`` and after that hides the dropped ones. The language
-model runs eager attention for the request, so its weights exist and its mask is additive.
+attention inputs at ``layer - 1`` (queries, keys, mask) from which the last position's
+attention is computed as the kernel computes it, selecting the kept tokens at every pass, and
+an edit of the attention mask at ``layer`` and after that hides the dropped ones. Both go
+through the model's own attention kernel (no switch to eager attention).
 """
 from __future__ import annotations
 
@@ -34,6 +42,7 @@ import torch
 from studio.decoding import register
 from studio.decoding.base import DecodeBatch, DecodePlan
 from studio.decoding.contrastive import ContrastiveStrategy, as_contrastive
+from studio.engine.attention_reads import AttentionInputs, last_query_weights
 from studio.engine.errors import InputError
 from studio.interventions import Intervention
 
@@ -109,23 +118,23 @@ class SID(ContrastiveStrategy):
         return experts
 
     def plan(self, session, batch: DecodeBatch) -> DecodePlan:
-        """The contrast, plus CT2S on the amateur rows under eager attention."""
+        """The contrast, plus CT2S on the amateur rows."""
         pairs = as_contrastive(batch)
         ids = pairs.inputs["input_ids"]
         rows = tuple(pairs.amateurs)
         positions = torch.stack([(ids[r] == session.adapter.image_token_id()).nonzero().flatten() for r in rows])
         state = CT2SState(positions.cpu(), self.keep_ratio)
         layer = self.selection_layer(session)
-        interventions = [Intervention("attention_weights", layer - 1, _reader(state), rows=rows)]
+        interventions = [Intervention("attention_inputs", layer - 1, _reader(state), rows=rows)]
         interventions += [Intervention("attention_mask", i, state.mask_dropped, rows=rows)
                           for i in range(layer, session.n_layers)]
         plan = super().plan(session, batch)
         plan.trace.update(kept=state.kept_per_step, image_positions=positions[0].tolist())
-        return DecodePlan(plan.processors, interventions, "eager", plan.trace)
+        return DecodePlan(plan.processors, interventions, None, plan.trace)
 
 
 def _reader(state: CT2SState):
-    def read(weights: torch.Tensor) -> None:
-        state.select(weights)
+    def read(inputs: AttentionInputs) -> None:
+        state.select(last_query_weights(inputs))
         return None
     return read

@@ -9,8 +9,12 @@ fast kernel keeps running. From the inputs the weights can be rebuilt exactly
 (:func:`attention_weights`) when, and for whichever rows, someone needs them, instead of a
 second pass with the eager kernel that materialises every layer's [heads, S, S] on the way.
 
-Sinks are scoped like hooks: a ``ContextVar`` holds the current request's sinks per attention
-module, so a pass served for another request never reaches them. :func:`reading` switches the
+The twin is also where the mask a layer attends with can be edited whatever the kernel
+(:data:`MaskEdit`): the mask it was given (None for sdpa's causal flag, boolean, or additive)
+is written out as an additive float mask, edited, and passed on; eager and sdpa both take it.
+
+Sinks and edits are scoped like hooks: a ``ContextVar`` holds the current request's per
+attention module, so a pass served for another request never reaches them. :func:`reading` switches the
 language model (never the vision tower) to the twin for the block and restores the previous
 implementation in ``finally``.
 """
@@ -33,8 +37,9 @@ from studio.engine.errors import StudioError
 
 PREFIX = "studio-read:"
 Sink = Callable[["AttentionInputs"], None]
-_SINKS: contextvars.ContextVar[tuple[tuple[int, Sink], ...]] = contextvars.ContextVar("studio_attention_sinks",
-                                                                                      default=())
+MaskEdit = Callable[["AttentionInputs", torch.Tensor], torch.Tensor | None]  # (inputs, additive [B,1,q,k]) -> new
+_ENTRIES: contextvars.ContextVar[tuple[tuple[int, Sink | None, MaskEdit | None], ...]] = contextvars.ContextVar(
+    "studio_attention_entries", default=())
 
 
 @dataclass(frozen=True)
@@ -67,15 +72,23 @@ def _base_function(base: str, module: nn.Module) -> Callable:
 def _reading_function(base: str) -> Callable:
     def attend(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                attention_mask: torch.Tensor | None, *args, **kwargs):
-        sinks = [sink for owner, sink in _SINKS.get() if owner == id(module)]
-        if sinks:
+        entries = [(sink, edit) for owner, sink, edit in _ENTRIES.get() if owner == id(module)]
+        if entries:
             scaling = kwargs.get("scaling")
             inputs = AttentionInputs(query, key, attention_mask,
                                      scaling if scaling is not None else 1 / math.sqrt(query.shape[-1]),
                                      bool(kwargs.get("is_causal", getattr(module, "is_causal", True))),
                                      kwargs.get("softcap"))
-            for sink in sinks:
-                sink(inputs)
+            for sink, _ in entries:
+                if sink is not None:
+                    sink(inputs)
+            edits = [edit for _, edit in entries if edit is not None]
+            if edits:
+                mask = full_additive_mask(inputs)
+                for edit in edits:
+                    new = edit(inputs, mask)
+                    mask = mask if new is None else new
+                attention_mask = mask.to(query.dtype)
         return _base_function(base, module)(module, query, key, value, attention_mask, *args, **kwargs)
     return attend
 
@@ -93,13 +106,17 @@ def reading_name(base: str) -> str:
 
 
 @contextmanager
-def reading(model: PreTrainedModel, sinks: dict[nn.Module, list[Sink]]) -> Iterator[None]:
-    """Within the block, the language model's attention hands its inputs to ``sinks`` (per
-    attention module) of this request; its output is unchanged."""
+def reading(model: PreTrainedModel, sinks: dict[nn.Module, list[Sink]],
+            edits: dict[nn.Module, list[MaskEdit]] | None = None) -> Iterator[None]:
+    """Within the block, the language model's attention hands its inputs to ``sinks`` and its
+    mask to ``edits`` (per attention module) of this request; unedited, its output is unchanged."""
     config = model.config.text_config
     previous = config._attn_implementation
     name = reading_name(previous)
-    reset = _SINKS.set(_SINKS.get() + tuple((id(m), fn) for m, fns in sinks.items() for fn in fns))
+    entries: list[tuple[int, Sink | None, MaskEdit | None]] = [(id(m), fn, None) for m, fns in sinks.items()
+                                                                for fn in fns]
+    entries += [(id(m), None, fn) for m, fns in (edits or {}).items() for fn in fns]
+    reset = _ENTRIES.set(_ENTRIES.get() + tuple(entries))
     try:
         if name != previous:
             model.set_attn_implementation({"text_config": name})
@@ -107,24 +124,37 @@ def reading(model: PreTrainedModel, sinks: dict[nn.Module, list[Sink]]) -> Itera
     finally:
         if name != previous:
             model.set_attn_implementation({"text_config": previous})
-        _SINKS.reset(reset)
+        _ENTRIES.reset(reset)
 
 
-def additive_mask(inputs: AttentionInputs, row: int = 0) -> torch.Tensor:
-    """Row ``row``'s mask as [q, k] float32 additive (0 attends, -inf does not)."""
-    q, k = inputs.query.shape[2], inputs.key.shape[2]
+def full_additive_mask(inputs: AttentionInputs) -> torch.Tensor:
+    """The mask the kernel applies, as [B, 1, q, k] float32 additive (0 attends, -inf does not)."""
+    batch, q, k = inputs.query.shape[0], inputs.query.shape[2], inputs.key.shape[2]
     device = inputs.query.device
     if inputs.mask is None:
         allowed = torch.ones(q, k, dtype=torch.bool, device=device)
         if inputs.causal and q > 1:  # sdpa's causal flag: upper-left aligned, as the kernel applies it
-            allowed = torch.ones(q, k, dtype=torch.bool, device=device).tril()
-        return torch.zeros(q, k, device=device).masked_fill(~allowed, -math.inf)
-    mask = inputs.mask[min(row, inputs.mask.shape[0] - 1), 0]
-    if mask.shape != (q, k):
+            allowed = allowed.tril()
+        return torch.zeros(q, k, device=device).masked_fill(~allowed, -math.inf).expand(batch, 1, q, k)
+    mask = inputs.mask
+    if mask.shape[-2:] != (q, k):
         raise StudioError(f"an attention mask of shape {tuple(mask.shape)} for {q} queries and {k} keys")
     if mask.dtype == torch.bool:
-        return torch.zeros(mask.shape, device=device).masked_fill(~mask, -math.inf)
-    return mask.float()
+        mask = torch.zeros(mask.shape, device=device).masked_fill(~mask, -math.inf)
+    return mask.float().expand(batch, 1, q, k)
+
+
+def last_query_weights(inputs: AttentionInputs) -> torch.Tensor:
+    """Every row's attention [B, H, 1, k] (float32) of the last query position, as the kernel
+    computes it."""
+    mask = full_additive_mask(inputs)
+    return torch.stack([LayerAttention(inputs.query[r, :, -1:], inputs.key[r], mask[r, 0, -1:], inputs.scaling,
+                                       inputs.softcap).weights() for r in range(inputs.query.shape[0])])
+
+
+def additive_mask(inputs: AttentionInputs, row: int = 0) -> torch.Tensor:
+    """Row ``row``'s mask as [q, k] float32 additive (0 attends, -inf does not)."""
+    return full_additive_mask(inputs)[row, 0]
 
 
 @dataclass

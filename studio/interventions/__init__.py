@@ -6,8 +6,10 @@ masking, steering-vector training, and the reads that capture residual states or
 weights. An intervention states where it applies instead of guessing from tensor shapes:
 
 - ``site``: the decoder layer's output (``"residual"``), its self-attention weights
-  (``"attention_weights"``, read only, needs eager attention), the additive attention mask
-  its self-attention receives (``"attention_mask"``) or the input of its self-attention's
+  (``"attention_weights"``, read only, needs eager attention), the mask its self-attention
+  applies (``"attention_mask"``: [batch, 1, queries, keys], additive float, 0 attends and -inf
+  does not, whatever the kernel: edited in the kernel's reading twin,
+  :mod:`studio.engine.attention_reads`) or the input of its self-attention's
   output projection ``o_proj`` (``"attention_output"``, read only: every head's output
   concatenated, [batch, seq, heads * head_dim]) or what its attention function computes the
   weights from (``"attention_inputs"``, read only: an
@@ -39,7 +41,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from studio.engine.attention_reads import AttentionInputs, Sink, reading
+from studio.engine.attention_reads import AttentionInputs, MaskEdit, Sink, reading
 from studio.engine.errors import InputError, StudioError
 from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
 
@@ -168,18 +170,12 @@ def _weights_hook(request: _Request, intervention: Intervention):
     return hook
 
 
-def _mask_hook(request: _Request, intervention: Intervention):
-    def hook(module: nn.Module, args: tuple, kwargs: dict) -> object:
+def _mask_edit(request: _Request, intervention: Intervention) -> MaskEdit:
+    def edit(inputs: AttentionInputs, mask: torch.Tensor) -> torch.Tensor | None:
         if not intervention.applies(request.prompt_pass):
             return None
-        mask = kwargs.get("attention_mask")
-        hidden = kwargs.get("hidden_states", args[0] if args else None)
-        if mask is None or hidden is None:
-            raise StudioError("this attention-mask edit needs the eager attention mask (4-D, additive)")
-        full = mask.expand(hidden.shape[0], *mask.shape[1:])
-        new = _edit(intervention, full, None)
-        return None if new is None else (args, {**kwargs, "attention_mask": new})
-    return hook
+        return _edit(intervention, mask, None)
+    return edit
 
 
 def _projection_input_hook(request: _Request, intervention: Intervention):
@@ -222,7 +218,7 @@ def _inputs_sink(request: _Request, intervention: Intervention) -> Sink:
 
 
 _HOOKS = {"residual": ("forward", _residual_hook), "attention_weights": ("forward", _weights_hook),
-          "attention_mask": ("pre", _mask_hook), "attention_output": ("pre", _projection_input_hook)}
+          "attention_output": ("pre", _projection_input_hook)}
 
 
 @contextmanager
@@ -239,6 +235,7 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
     request = _Request(generating, image_token_id)
     specs = [HookSpec(model, _count_passes(request), "pre")]
     sinks: dict[nn.Module, list[Sink]] = {}
+    edits: dict[nn.Module, list[MaskEdit]] = {}
     for item in interventions:
         modules = layers if item.site == "residual" else attention
         if item.layer >= len(modules):
@@ -246,10 +243,13 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
         if item.site == "attention_inputs":
             sinks.setdefault(modules[item.layer], []).append(_inputs_sink(request, item))
             continue
+        if item.site == "attention_mask":
+            edits.setdefault(modules[item.layer], []).append(_mask_edit(request, item))
+            continue
         kind, make = _HOOKS[item.site]
         module = output_projection(modules[item.layer]) if item.site == "attention_output" else modules[item.layer]
         specs.append(HookSpec(module, make(request, item), kind))  # type: ignore[arg-type]
-    with scoped_hooks(specs), (reading(model, sinks) if sinks else nullcontext()):  # type: ignore[arg-type]
+    with scoped_hooks(specs), (reading(model, sinks, edits) if sinks or edits else nullcontext()):  # type: ignore[arg-type]
         yield
 
 
