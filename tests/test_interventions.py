@@ -156,3 +156,10 @@ def test_attention_mask_edits_work_under_the_models_own_kernel(untrained_world, 
     with session.attention_implementation("eager", text_only=True):
         assert torch.allclose(session.forward(prepared, interventions=edits).logits[-1], expected, atol=1e-5)
     assert session.model.config.text_config._attn_implementation == "sdpa"
+
+
+def test_kernels_without_a_twin_read_through_sdpas():
+    from studio.engine.attention_reads import reading_name
+    assert reading_name("flash_attention_2") == "studio-read:sdpa"
+    assert reading_name("eager") == "studio-read:eager"
+    assert reading_name("studio-read:eager") == "studio-read:eager", "a twin is never wrapped twice"

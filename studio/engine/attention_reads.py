@@ -6,17 +6,20 @@ studio registers a reading twin of the model's own function (``studio-read:sdpa`
 ``sdpa``, ``studio-read:eager`` the family's eager one): it hands those inputs to the sinks of
 the current request, then calls the original unchanged, so the output is bit-identical and the
 fast kernel keeps running. From the inputs the weights can be rebuilt exactly
-(:func:`attention_weights`) when, and for whichever rows, someone needs them, instead of a
-second pass with the eager kernel that materialises every layer's [heads, S, S] on the way.
+(:meth:`LayerAttention.weights`, :func:`last_query_weights`) when, and for whichever heads and
+rows, someone needs them, instead of a second pass with the eager kernel that materialises
+every layer's [heads, S, S] on the way.
 
 The twin is also where the mask a layer attends with can be edited whatever the kernel
 (:data:`MaskEdit`): the mask it was given (None for sdpa's causal flag, boolean, or additive)
 is written out as an additive float mask, edited, and passed on; eager and sdpa both take it.
 
-Sinks and edits are scoped like hooks: a ``ContextVar`` holds the current request's per
-attention module, so a pass served for another request never reaches them. :func:`reading` switches the
-language model (never the vision tower) to the twin for the block and restores the previous
-implementation in ``finally``.
+Sinks and edits are scoped like hooks: a ``ContextVar`` holds the current request's, per
+attention module, so a pass served for another request never reaches them. :func:`reading`
+switches the language model (never the vision tower) to the twin for the block and restores
+the previous implementation in ``finally``. Only the eager and sdpa kernels have twins: a
+model running another kernel (flash attention takes no arbitrary mask) runs sdpa's twin for
+the request, so its numbers there are sdpa's.
 """
 from __future__ import annotations
 
@@ -94,11 +97,11 @@ def _reading_function(base: str) -> Callable:
 
 
 def reading_name(base: str) -> str:
-    """The registered reading twin of attention implementation ``base`` (registered on first use)."""
+    """The registered reading twin of attention implementation ``base`` (registered on first
+    use): eager's or sdpa's, and sdpa's for any other kernel."""
     base = base.removeprefix(PREFIX)
-    if base not in ("eager", "sdpa"):
-        raise StudioError(f"attention reads work with the eager or sdpa kernels; this model runs {base!r}")
-    name = PREFIX + base
+    name = PREFIX + (base if base in ("eager", "sdpa") else "sdpa")
+    base = name.removeprefix(PREFIX)
     if name not in ALL_ATTENTION_FUNCTIONS:
         AttentionInterface.register(name, _reading_function(base))
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
