@@ -1,7 +1,8 @@
 """The "Inspect" tab: every panel follows one selected generated token, one layer and one patch.
 
-``inspect`` runs the cheap probes once (logit lens, attention, detector, drift: one cached
-forward plus one eager-attention pass) and keeps their results in the browser session's
+``inspect`` runs the cheap probes once (logit lens, attention, detector, drift: the cached
+generation pass, whose states and attention inputs they read, plus drift's blanked-image and
+text-only passes) and keeps their results in the browser session's
 state; choosing a token, a layer or a patch then only redraws from that state. Attribution
 is computed on request for the selected token and kept per token.
 """
