@@ -54,7 +54,7 @@ from studio.world.language import CAPTION_PROMPT, TASK_WEIGHTS, kind_of, sample_
 from studio.world.modelkit import answer_labels, build_processor, chat_batch
 from studio.world.render import render
 from studio.world.scenes import COOCCUR_TARGET, Scene, sample_scene, sample_split
-from studio.world.train import _schedule, _step
+from studio.world.train import lr_schedule, optimizer_step
 
 MAX_NEW_TOKENS = 48
 N_BOOT = 1000
@@ -319,7 +319,7 @@ def finetune(config: FinetuneConfig, out_dir: str | Path, init_dir: str | Path |
         logits = model(**batch).logits
         loss = selective_eos_loss(logits, labels, end_ids) if config.objective == "selective" else \
             plain_loss(logits, labels)
-        _step(opt, loss, config.lr * _schedule(step, config.steps, config.warmup))
+        optimizer_step(opt, loss, config.lr * lr_schedule(step, config.steps, config.warmup))
         losses.append(loss.item())
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

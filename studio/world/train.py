@@ -110,7 +110,8 @@ def _cell_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(grid, side // GRID).flatten(2).transpose(1, 2)
 
 
-def _schedule(step: int, total: int, warmup: int) -> float:
+def lr_schedule(step: int, total: int, warmup: int) -> float:
+    """The learning-rate factor at ``step``: linear warm-up, then cosine decay to 0 at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
@@ -151,7 +152,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
         t = _cell_targets(scenes).to(config.device)
         loss = cast(torch.Tensor, sum(F.cross_entropy(h(feats).flatten(0, 1), t[..., i].flatten())
                                       for i, h in enumerate((heads.kind, heads.colour, heads.size))))
-        _step(opt, loss, config.lr * _schedule(step, config.vision_steps, config.warmup))
+        optimizer_step(opt, loss, config.lr * lr_schedule(step, config.vision_steps, config.warmup))
         _record(log.vision, log.every, step, loss.item(), bar, on_step, "vision")
 
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
@@ -160,7 +161,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None,
     for step in bar:
         batch = _joint_batch(processor, _scenes(step, config.batch_size, config.seed + 2), rng, config.device)
         loss = model(**batch).loss
-        _step(opt, loss, config.lr * _schedule(step, config.joint_steps, config.warmup))
+        optimizer_step(opt, loss, config.lr * lr_schedule(step, config.joint_steps, config.warmup))
         _record(log.joint, log.every, step, loss.item(), bar, on_step, "joint")
 
     for round_index in range(len(config.question_steps)):
@@ -196,7 +197,7 @@ def train_questions(model, processor, config: TrainConfig, log: TrainLog, round_
                              QUESTION_WEIGHTS)
         labels = batch.pop("labels")
         loss = per_example_loss(model(**batch).logits, labels)
-        _step(opt, loss, config.lr / 2 * _schedule(step, steps, config.warmup))
+        optimizer_step(opt, loss, config.lr / 2 * lr_schedule(step, steps, config.warmup))
         _record(log.questions, log.every, step, loss.item(), bar, on_step, "questions")
 
 
@@ -218,11 +219,12 @@ def train_context(model, processor, config: TrainConfig, log: TrainLog, progress
                              QUESTION_WEIGHTS, context_share=CONTEXT_SHARE)
         labels = batch.pop("labels")
         loss = per_example_loss(model(**batch).logits, labels)
-        _step(opt, loss, config.lr / 2 * _schedule(step, steps, config.warmup))
+        optimizer_step(opt, loss, config.lr / 2 * lr_schedule(step, steps, config.warmup))
         _record(log.context, log.every, step, loss.item(), bar, on_step, "context")
 
 
-def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> None:
+    """One update at learning rate ``lr``, gradients clipped to norm 1."""
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
