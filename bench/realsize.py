@@ -81,6 +81,7 @@ from probes import ProbeRequest, get_probe, run_probe
 from probes.attribution import occlusion_regions
 from probes.runs import Run, cache_for, compute_run, request_key
 from studio.decoding import strategy_by_name
+from studio.engine.features import image_features_reused
 from studio.engine.files import atomic_write_json
 from studio.engine.images import load_image
 from studio.engine.processors import Qwen2VLImageOnlyProcessor
@@ -326,7 +327,9 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
     occluded feature (each region of image tokens that covers pixels, plus the pixels no token
     covers), two convergence-delta passes for pixel integrated gradients, and for prompt
     integrated gradients two passes reading the embedding layer (inputs, baseline) and two
-    convergence-delta passes.
+    convergence-delta passes (counted at a full forward's cost, though they reuse the image's
+    encoding). A pixel step recomputes the vision tower in its backward pass and a prompt step
+    reuses the image's encoding, as the probe runs them.
     """
     params = get_probe("attribution").params()
     position = run.answer_positions[params.answer_index]
@@ -352,7 +355,9 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
 
     forward, _ = timer.measure(lambda: session.call(lambda: _answer_log_prob(session, inputs, position - 1, token)))
     pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True, recompute_vision=True))
-    embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True, recompute_vision=True))
+    with image_features_reused(session.model):  # as the probe's prompt gradients: the image encoded once
+        session.call(embedding_step, grad=True)
+        embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True))
     return AttributionPlan(evaluations=features + 8, ig_steps=params.ig_steps, forward=forward, pixel_step=pixel,
                            embedding_step=embedded)
 

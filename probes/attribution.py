@@ -9,10 +9,11 @@ the position that predicts it (teacher-forced on the rest of the answer).
   forward each, which on a 576-token model is ~15x the default's cost), ablated to ~0 (the
   processor's normalised mean colour). Score = drop in log-probability; each token shows its
   region's score.
-Every evaluation projects only the predicting position to the vocabulary (``logits_to_keep``),
-and the gradient passes recompute the vision tower's activations in the backward pass instead
-of keeping them (``recompute_vision``: a pixel gradient through many tiles would otherwise
-hold several times the weights).
+Every evaluation projects only the predicting position to the vocabulary (``logits_to_keep``);
+the pixel gradients recompute the vision tower's activations in the backward pass instead of
+keeping them (``recompute_vision``: through many tiles they would otherwise hold several times
+the weights), and the prompt's gradients encode the image once for all their passes
+(``reuse_image_features``: the pixels do not change there).
 
 - **Integrated gradients on pixels** (captum ``IntegratedGradients``, black-to-mean baseline 0),
   summed per image token; and **on prompt-token embeddings** (``LayerIntegratedGradients`` on
@@ -182,16 +183,19 @@ class Attribution(Probe):
             return log_prob, FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
                                                                          feature_mask=mask)
 
-        def integrate():
-            ig_pixels = IntegratedGradients(target.of_pixels).attribute(
+        def integrate_pixels():
+            return IntegratedGradients(target.of_pixels).attribute(
                 pixels[None].float().requires_grad_(), baselines=PIXEL_BASELINE, n_steps=params.ig_steps,
                 internal_batch_size=1, return_convergence_delta=True)
+
+        def integrate_prompt():
             ids = target.inputs["input_ids"]
             lig = LayerIntegratedGradients(target.of_ids, session.adapter.embeddings())
-            return ig_pixels, lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
-                                            internal_batch_size=1, return_convergence_delta=True)
+            return lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
+                                 internal_batch_size=1, return_convergence_delta=True)
         log_prob, occlusion = session.call(occlude)
-        (ig_pixels, pixel_delta), (ig_prompt, prompt_delta) = session.call(integrate, grad=True, recompute_vision=True)
+        ig_pixels, pixel_delta = session.call(integrate_pixels, grad=True, recompute_vision=True)
+        ig_prompt, prompt_delta = session.call(integrate_prompt, grad=True, reuse_image_features=True)
         prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
         return AttributionResult(
             **layout_of(run), image_positions=run.token_map.image_positions, answer_index=params.answer_index,

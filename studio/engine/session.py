@@ -17,7 +17,7 @@ import inspect
 import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from studio.adapters import Adapter, TokenMap, adapter_for
 from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
 from studio.engine.attention_reads import QueryKeyLog
 from studio.engine.errors import InputError, ResourceError, StudioError
+from studio.engine.features import image_features_reused
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
 from studio.engine.prefix import decode_with_shared_prefix
@@ -256,21 +257,24 @@ class ModelSession:
         return tmap
 
     def call(self, fn: Callable[[], T], interventions: Sequence[Intervention] = (), generating: bool = False,
-             grad: bool = False, recompute_vision: bool = False) -> T:
+             grad: bool = False, recompute_vision: bool = False, reuse_image_features: bool = False) -> T:
         """Run ``fn`` (which calls the model) as one request: under the session lock, without
         autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
         forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
         :class:`ResourceError`; ``recompute_vision``: the layers outside the language model's
         decoder (the vision tower) recompute their activations in the backward pass instead of
-        keeping them (:mod:`studio.engine.recompute`). Every model call of the studio goes through here, so on ZeroGPU
-        hardware this is where the call is handed to a ``spaces.GPU`` function (:func:`on_gpu`)."""
+        keeping them (:mod:`studio.engine.recompute`); ``reuse_image_features``: a pixel tensor
+        seen again is not encoded again (:mod:`studio.engine.features`). Every model call of the
+        studio goes through here, so on ZeroGPU hardware this is where the call is handed to a
+        ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
 
         def body() -> T:
             recompute = checkpointable_layers(self.model, adapter.decoder_layers()) if recompute_vision else []
             with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                    generating, self._image_token_id()), recomputed(recompute):
+                    generating, self._image_token_id()), recomputed(recompute), \
+                    (image_features_reused(self.model) if reuse_image_features else nullcontext()):
                 return fn()
         with self.lock:
             return on_gpu(body)
