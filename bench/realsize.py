@@ -315,7 +315,7 @@ class AttributionPlan:
 def _answer_log_prob(session: ModelSession, inputs: dict, position: int, token: int) -> torch.Tensor:
     """The log-probability of ``token`` at ``position``: what the attribution probe explains."""
     assert inputs["input_ids"].shape[1] == position + 1, "the predicting position is the last"
-    logits = session.model(**inputs, logits_to_keep=1).logits[0, -1].float()
+    logits = session.model(**inputs, logits_to_keep=1, use_cache=False).logits[0, -1].float()
     return torch.log_softmax(logits, dim=-1)[token]
 
 
@@ -328,8 +328,8 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
     covers), two convergence-delta passes for pixel integrated gradients, and for prompt
     integrated gradients two passes reading the embedding layer (inputs, baseline) and two
     convergence-delta passes (counted at a full forward's cost, though they reuse the image's
-    encoding). A pixel step recomputes the vision tower in its backward pass and a prompt step
-    reuses the image's encoding, as the probe runs them.
+    encoding). Both kinds of step recompute every layer in their backward pass, and a prompt
+    step reuses the image's encoding, as the probe runs them.
     """
     params = get_probe("attribution").params()
     position = run.answer_positions[params.answer_index]
@@ -354,10 +354,10 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
             handle.remove()
 
     forward, _ = timer.measure(lambda: session.call(lambda: _answer_log_prob(session, inputs, position - 1, token)))
-    pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True, recompute_vision=True))
+    pixel, _ = timer.measure(lambda: session.call(pixel_step, grad=True, recompute="all"))
     with image_features_reused(session.model):  # as the probe's prompt gradients: the image encoded once
-        session.call(embedding_step, grad=True)
-        embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True))
+        session.call(embedding_step, grad=True, recompute="all")
+        embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True, recompute="all"))
     return AttributionPlan(evaluations=features + 8, ig_steps=params.ig_steps, forward=forward, pixel_step=pixel,
                            embedding_step=embedded)
 
@@ -541,6 +541,30 @@ def bench_decoding(shape: dict, timer: Timer, tokens: int) -> None:
               f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
 
 
+def bench_attribution(shape: dict, timer: Timer) -> None:
+    """Only the attribution estimate of ``shape`` against one plain forward, printed: a shorter
+    run for when the full table's other steps are already measured."""
+    built = build(shape, False)
+    session = built.session
+    request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, NEW_TOKENS)
+    run = checked_run(shape, compute_run(session, request), request)
+    inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
+
+    def plain_forward() -> None:
+        with torch.inference_mode():
+            session.model(**inputs)
+    forward, _ = timer.measure(plain_forward)
+    plan = plan_attribution(session, run, timer)
+    print(f"\n== {shape['name']}: attribution only, {built.parameters / 1e6:,.0f} M parameters "
+          f"({built.weight_bytes / 2**30:.2f} GiB), {shape['dtype']}")
+    print(f"   {ROW_FORWARD:<40}{forward.seconds:>14.4g} s  1 x forward{forward.peak_bytes / 2**20:>10.0f} MiB")
+    print(f"   {ROW_ATTRIBUTION:<40}{plan.seconds:>14.4g} s  est. {plan.seconds / forward.seconds:.3g} x forward"
+          f"{plan.peak_bytes / 2**20:>10.0f} MiB")
+    print(f"   attribution: {plan.evaluations} evaluations x {plan.forward.seconds:.3g} s + {plan.ig_steps} x "
+          f"({plan.pixel_step.seconds:.3g} s pixel step, peak {plan.pixel_step.peak_bytes / 2**20:.0f} MiB + "
+          f"{plan.embedding_step.seconds:.3g} s embedding step, peak {plan.embedding_step.peak_bytes / 2**20:.0f} MiB)")
+
+
 def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: float) -> ShapeReport:
     """Build ``shape`` and measure every row of its table (see the module docstring)."""
     built = build(shape, quick)
@@ -649,6 +673,8 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     parser.add_argument("--json", type=Path, help="save the numbers here")
     parser.add_argument("--decoding-only", type=int, metavar="TOKENS",
                         help="measure only the decoding rows, decoding this many tokens (a shorter run)")
+    parser.add_argument("--attribution-only", action="store_true",
+                        help="measure only the attribution estimate (with its steps' peaks) against one forward")
     parser.add_argument("--dtype", choices=sorted(DTYPES),
                         help="build every shape in this dtype instead of its own (e.g. bfloat16, as on a GPU)")
     args = parser.parse_args(argv)
@@ -665,6 +691,10 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     for shape in shapes:
         if args.decoding_only:
             bench_decoding(shape, timer, args.decoding_only)
+            continue
+        if args.attribution_only:
+            bench_attribution(shape, timer)
+            release_memory()
             continue
         reports.append(bench_shape(shape, args.quick, timer, attribution_budget))
         print_report(reports[-1], args.quick)

@@ -10,9 +10,10 @@ the position that predicts it (teacher-forced on the rest of the answer).
   processor's normalised mean colour). Score = drop in log-probability; each token shows its
   region's score.
 Every evaluation projects only the predicting position to the vocabulary (``logits_to_keep``);
-the pixel gradients recompute the vision tower's activations in the backward pass instead of
-keeping them (``recompute_vision``: through many tiles they would otherwise hold several times
-the weights), and the prompt's gradients encode the image once for all their passes
+the gradient passes recompute every layer's activations in the backward pass instead of
+keeping them (``recompute="all"``: a pixel gradient through many tiles, or a long prompt
+through the decoder, would otherwise hold several times the weights; it costs about one more
+forward per step), and the prompt's gradients encode the image once for all their passes
 (``reuse_image_features``: the pixels do not change there).
 
 - **Integrated gradients on pixels** (captum ``IntegratedGradients``, black-to-mean baseline 0),
@@ -106,7 +107,7 @@ class _Target:
     def _log_prob(self, **changes) -> torch.Tensor:
         inputs = {**self.inputs, **changes}
         assert inputs["input_ids"].shape[1] == self.predicting + 1, "the predicting position is the last"
-        logits = self.session.model(**inputs, logits_to_keep=1).logits[0, -1].float()
+        logits = self.session.model(**inputs, logits_to_keep=1, use_cache=False).logits[0, -1].float()
         return torch.log_softmax(logits, dim=-1)[self.token]
 
     def of_pixels(self, batch: torch.Tensor) -> torch.Tensor:
@@ -194,8 +195,8 @@ class Attribution(Probe):
             return lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
                                  internal_batch_size=1, return_convergence_delta=True)
         log_prob, occlusion = session.call(occlude)
-        ig_pixels, pixel_delta = session.call(integrate_pixels, grad=True, recompute_vision=True)
-        ig_prompt, prompt_delta = session.call(integrate_prompt, grad=True, reuse_image_features=True)
+        ig_pixels, pixel_delta = session.call(integrate_pixels, grad=True, recompute="all")
+        ig_prompt, prompt_delta = session.call(integrate_prompt, grad=True, recompute="all", reuse_image_features=True)
         prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
         return AttributionResult(
             **layout_of(run), image_positions=run.token_map.image_positions, answer_index=params.answer_index,

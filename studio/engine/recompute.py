@@ -7,18 +7,22 @@ with ``gradient_checkpointing`` set and the layer in training mode, its forward 
 ``torch.utils.checkpoint``); :func:`recomputed` switches that on for the given layers only, for
 one block, and restores every flag in ``finally``. Only the layer module itself is put in
 training mode, never its children, so dropout and every other submodule stay in eval mode and
-the values computed are the same.
+the values computed are the same. A decoder layer replayed in the backward pass must not
+write a cache (its replay would attend to its own keys twice): call the model with
+``use_cache=False`` inside the block.
 """
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import torch.utils.checkpoint
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+Recompute = Literal["vision", "all"] | None
 _CHECKPOINT = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
 
 

@@ -33,7 +33,7 @@ from studio.engine.features import image_features_reused
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
 from studio.engine.prefix import decode_with_shared_prefix
-from studio.engine.recompute import checkpointable_layers, recomputed
+from studio.engine.recompute import Recompute, checkpointable_layers, recomputed
 from studio.engine.zerogpu import on_gpu
 from studio.interventions import Intervention, intervene, read
 
@@ -257,23 +257,26 @@ class ModelSession:
         return tmap
 
     def call(self, fn: Callable[[], T], interventions: Sequence[Intervention] = (), generating: bool = False,
-             grad: bool = False, recompute_vision: bool = False, reuse_image_features: bool = False) -> T:
+             grad: bool = False, recompute: Recompute = None, reuse_image_features: bool = False) -> T:
         """Run ``fn`` (which calls the model) as one request: under the session lock, without
         autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
         forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
-        :class:`ResourceError`; ``recompute_vision``: the layers outside the language model's
-        decoder (the vision tower) recompute their activations in the backward pass instead of
-        keeping them (:mod:`studio.engine.recompute`); ``reuse_image_features``: a pixel tensor
+        :class:`ResourceError`; ``recompute``: the vision tower's layers ("vision") or every
+        layer ("all") recompute their activations in the backward pass instead of keeping them
+        (:mod:`studio.engine.recompute`; the model must then be called with ``use_cache=False``,
+        or a decoder layer's replay would see its own keys twice); ``reuse_image_features``: a pixel tensor
         seen again is not encoded again (:mod:`studio.engine.features`). Every model call of the
         studio goes through here, so on ZeroGPU hardware this is where the call is handed to a
         ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
 
         def body() -> T:
-            recompute = checkpointable_layers(self.model, adapter.decoder_layers()) if recompute_vision else []
+            layers = checkpointable_layers(self.model, adapter.decoder_layers() if recompute == "vision" else ())
+            if recompute not in (None, "vision", "all"):
+                raise StudioError(f"recompute must be None, 'vision' or 'all'; got {recompute!r}")
             with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                    generating, self._image_token_id()), recomputed(recompute), \
+                    generating, self._image_token_id()), recomputed(layers if recompute else []), \
                     (image_features_reused(self.model) if reuse_image_features else nullcontext()):
                 return fn()
         with self.lock:
