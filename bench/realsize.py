@@ -445,12 +445,14 @@ class StepClock:
         return timed
 
 
-def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer) -> dict[str, Decoding]:
-    """Each Mitigate method through ``session.generate`` with the tab's default settings, and plain
-    ``model.generate`` ("plain") on the same inputs with no studio hooks, each decoding
-    ``request.max_new_tokens`` tokens."""
+def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
+                     methods: tuple[str, ...] = METHODS) -> dict[str, Decoding]:
+    """Each Mitigate method (of ``methods``; greedy always) through ``session.generate`` with the
+    tab's default settings, and plain ``model.generate`` ("plain") on the same inputs with no
+    studio hooks, each decoding ``request.max_new_tokens`` tokens."""
     prepared = session.prepare(request.image, request.prompt)
-    settings = method_settings(list(METHODS), sid_layer=sid_layer(session), **MITIGATE_DEFAULTS)
+    settings = method_settings(list(dict.fromkeys(("greedy", *methods))), sid_layer=sid_layer(session),
+                               **MITIGATE_DEFAULTS)
     tokens = request.max_new_tokens
 
     def plain() -> torch.Tensor:
@@ -529,14 +531,15 @@ def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[st
             *decoding_rows(decoded)]
 
 
-def bench_decoding(shape: dict, timer: Timer, tokens: int) -> None:
-    """Only the decoding rows of ``shape`` (every Mitigate method and plain ``model.generate``), printed:
-    a shorter run for when the full table's other steps are already measured."""
+def bench_decoding(shape: dict, timer: Timer, tokens: int, methods: tuple[str, ...] = METHODS) -> None:
+    """Only the decoding rows of ``shape`` (the Mitigate ``methods`` and plain ``model.generate``),
+    printed: a shorter run for when the full table's other steps are already measured."""
     built = build(shape, False)
     request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, tokens)
     print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters, "
           f"{shape['dtype']}")
-    for row in [*decoding_rows(measure_decoding(built.session, request, timer)), two_row_cost(built.session)]:
+    decoded = measure_decoding(built.session, request, timer, methods)
+    for row in [*decoding_rows(decoded), two_row_cost(built.session)]:
         print(f"   {row.label:<40}{_number(row.value) + ' ' + row.unit:>16}  {_number(row.ratio)} x {row.basis}"
               f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
 
@@ -673,6 +676,8 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     parser.add_argument("--json", type=Path, help="save the numbers here")
     parser.add_argument("--decoding-only", type=int, metavar="TOKENS",
                         help="measure only the decoding rows, decoding this many tokens (a shorter run)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"with --decoding-only: these Mitigate methods (default {','.join(METHODS)}; greedy always)")
     parser.add_argument("--attribution-only", action="store_true",
                         help="measure only the attribution estimate (with its steps' peaks) against one forward")
     parser.add_argument("--dtype", choices=sorted(DTYPES),
@@ -683,6 +688,9 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     repeats = args.repeats if args.repeats is not None else 1 if args.quick else 3
     if repeats < 1:
         parser.error("--repeats must be at least 1")
+    unknown = sorted(set(m.strip() for m in args.methods.split(",") if m.strip()) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     timer = Timer(repeats, args.budget)
     attribution_budget = args.attribution_budget if args.attribution_budget is not None else 0 if args.quick else 900
     info = machine()
@@ -690,7 +698,7 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     reports = []
     for shape in shapes:
         if args.decoding_only:
-            bench_decoding(shape, timer, args.decoding_only)
+            bench_decoding(shape, timer, args.decoding_only, tuple(m.strip() for m in args.methods.split(",") if m.strip()))
             continue
         if args.attribution_only:
             bench_attribution(shape, timer)
