@@ -105,10 +105,13 @@ class Attention(Probe):
         queries = [run.predicting_position(i) for i in range(len(run.answer_positions))]
         to_image: list[torch.Tensor] = []
         rollout = Rollout(params.residual, queries)
-        for layer in reversed(range(len(run.attention))):
-            rows, mean = _layer_rows(run.attention_layer(layer), queries, images)
-            to_image.insert(0, rows)
-            rollout.add_below(mean)
+
+        def rebuild() -> None:  # no model call, but the model's device memory: under the session's guard
+            for layer in reversed(range(len(run.attention))):
+                rows, mean = _layer_rows(run.attention_layer(layer), queries, images)
+                to_image.insert(0, rows)
+                rollout.add_below(mean)
+        session.call(rebuild)
         assert rollout.rows is not None
         stacked = torch.stack(to_image)
         return AttentionResult(**layout_of(run), image_positions=images, query_positions=queries,

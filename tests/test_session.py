@@ -85,7 +85,7 @@ def test_out_of_memory_becomes_a_clear_error_and_the_session_recovers(embedded, 
     assert embedded.generate(prepared, max_new_tokens=3).tokens
 
 
-@pytest.mark.parametrize("probe,params", [("attention", {}), ("attribution", {"ig_steps": 2}), ("drift", {}),
+@pytest.mark.parametrize("probe,params", [("attribution", {"ig_steps": 2}), ("drift", {}),
                                           ("steer", {"alpha": 1.0}), ("decode", {"method": "sid"})])
 def test_every_model_call_is_covered_by_the_out_of_memory_guard(embedded, monkeypatch, probe, params):
     from probes import ProbeRequest, run_probe
@@ -101,3 +101,22 @@ def test_every_model_call_is_covered_by_the_out_of_memory_guard(embedded, monkey
         run_probe(embedded, probe, request, **params)
     monkeypatch.undo()
     assert run_probe(embedded, "drift", request).cos_blank.shape == (embedded.n_layers,)
+
+
+def test_the_attention_rebuild_is_covered_by_the_out_of_memory_guard(embedded, monkeypatch):
+    """The attention probe calls no model (it rebuilds the weights from the cached run), but
+    the rebuild uses the model's device memory: it runs under the same guard."""
+    from probes import ProbeRequest, run_probe
+    from probes.runs import get_run
+    from studio.engine.attention_reads import LayerAttention
+    from studio.engine.errors import ResourceError
+    request = ProbeRequest(render(sample_scene(1)), "describe the image .", 4)
+    get_run(embedded, request)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(LayerAttention, "weights", out_of_memory)
+    with pytest.raises(ResourceError, match="ran out of memory"):
+        run_probe(embedded, "attention", request)
+    monkeypatch.undo()
+    assert run_probe(embedded, "attention", request).rollout.shape[0] == 4
