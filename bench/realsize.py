@@ -544,6 +544,12 @@ def bench_decoding(shape: dict, timer: Timer, tokens: int, methods: tuple[str, .
               f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
 
 
+def plain_forward(session: ModelSession, inputs: dict) -> None:
+    """One plain forward of the model over ``inputs``, no studio call around it: the basis of every ratio."""
+    with torch.inference_mode():
+        session.model(**inputs)
+
+
 def bench_attribution(shape: dict, timer: Timer) -> None:
     """Only the attribution estimate of ``shape`` against one plain forward, printed: a shorter
     run for when the full table's other steps are already measured."""
@@ -553,10 +559,7 @@ def bench_attribution(shape: dict, timer: Timer) -> None:
     run = checked_run(shape, compute_run(session, request), request)
     inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:])
 
-    def plain_forward() -> None:
-        with torch.inference_mode():
-            session.model(**inputs)
-    forward, _ = timer.measure(plain_forward)
+    forward, _ = timer.measure(lambda: plain_forward(session, inputs))
     plan = plan_attribution(session, run, timer)
     print(f"\n== {shape['name']}: attribution only, {built.parameters / 1e6:,.0f} M parameters "
           f"({built.weight_bytes / 2**30:.2f} GiB), {shape['dtype']}")
@@ -579,11 +582,7 @@ def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: floa
     answer = run.token_map.input_ids[run.prepared.length:]
     inputs = session.extend_inputs(run.prepared.inputs, answer)
 
-    def plain_forward() -> None:
-        with torch.inference_mode():
-            session.model(**inputs)
-
-    forward, _ = timer.measure(plain_forward)
+    forward, _ = timer.measure(lambda: plain_forward(session, inputs))
     probes = {name: timer.measure(lambda name=name: run_probe(session, name, request)) for name in INSPECT_PROBES}
     state = Inspection(image=np.asarray(load_image(image)), lens=probes["logit_lens"][1],
                        attention=probes["attention"][1], detector=probes["detector"][1], drift=probes["drift"][1],
