@@ -99,12 +99,12 @@ def _reading_function(base: str) -> Callable:
 def reading_name(base: str) -> str:
     """The registered reading twin of attention implementation ``base`` (registered on first
     use): eager's or sdpa's, and sdpa's for any other kernel."""
-    base = base.removeprefix(PREFIX)
-    name = PREFIX + (base if base in ("eager", "sdpa") else "sdpa")
-    base = name.removeprefix(PREFIX)
+    kernel = base.removeprefix(PREFIX)
+    twin = kernel if kernel in ("eager", "sdpa") else "sdpa"
+    name = PREFIX + twin
     if name not in ALL_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(name, _reading_function(base))
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        AttentionInterface.register(name, _reading_function(twin))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[twin])
     return name
 
 

@@ -264,19 +264,21 @@ class ModelSession:
         :class:`ResourceError`; ``recompute``: the vision tower's layers ("vision") or every
         layer ("all") recompute their activations in the backward pass instead of keeping them
         (:mod:`studio.engine.recompute`; the model must then be called with ``use_cache=False``,
-        or a decoder layer's replay would see its own keys twice); ``reuse_image_features``: a pixel tensor
-        seen again is not encoded again (:mod:`studio.engine.features`). Every model call of the
+        or a decoder layer's replay would see its own keys twice); ``reuse_image_features``: a
+        pixel tensor seen again is not encoded again (:mod:`studio.engine.features`). Every model call of the
         studio goes through here, so on ZeroGPU hardware this is where the call is handed to a
         ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
 
+        if recompute not in (None, "vision", "all"):
+            raise StudioError(f"recompute must be None, 'vision' or 'all'; got {recompute!r}")
+
         def body() -> T:
-            layers = checkpointable_layers(self.model, adapter.decoder_layers() if recompute == "vision" else ())
-            if recompute not in (None, "vision", "all"):
-                raise StudioError(f"recompute must be None, 'vision' or 'all'; got {recompute!r}")
+            layers = [] if recompute is None else checkpointable_layers(
+                self.model, adapter.decoder_layers() if recompute == "vision" else ())
             with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                    generating, self._image_token_id()), recomputed(layers if recompute else []), \
+                    generating, self._image_token_id()), recomputed(layers), \
                     (image_features_reused(self.model) if reuse_image_features else nullcontext()):
                 return fn()
         with self.lock:
