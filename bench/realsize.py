@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -84,6 +82,7 @@ from studio.decoding import strategy_by_name
 from studio.engine.features import image_features_reused
 from studio.engine.files import atomic_write_json
 from studio.engine.images import load_image
+from studio.engine.memory import release_heap
 from studio.engine.processors import Qwen2VLImageOnlyProcessor
 from studio.engine.session import Generation, ModelSession
 from studio.ui.inspect_tab import Inspection, show_patch, show_token
@@ -223,9 +222,6 @@ def build(shape: dict, quick: bool) -> Built:
                  seconds=time.perf_counter() - start)
 
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
-
-
 def _status_bytes(field_name: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field_name):
@@ -236,7 +232,7 @@ def _status_bytes(field_name: str) -> int:
 def release_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system, so a step's growth is its own."""
     gc.collect()
-    _LIBC.malloc_trim(0)
+    release_heap()
 
 
 @dataclass
@@ -273,6 +269,26 @@ class Timer:
             result = fn()
             times.append(time.perf_counter() - began)
         return Cost(statistics.median(times), len(times), peak), result
+
+    def measure_each(self, fns: dict[str, Callable[[], object]]) -> dict[str, Cost]:
+        """Each of ``fns`` as :meth:`measure`, but in rounds that call every one once, in the
+        given order and then in reverse (A B, B A, A B...): a drift of the machine over the run
+        (warming up, another process) falls on each alike instead of on whichever ran first."""
+        names = list(fns)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        peaks: dict[str, int] = {}
+        for round_ in range(self.repeats):
+            for name in names if round_ % 2 == 0 else reversed(names):
+                release_memory()
+                start = _status_bytes("VmRSS:")
+                Path("/proc/self/clear_refs").write_text("5")
+                began = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - began)
+                peaks.setdefault(name, max(0, _status_bytes("VmHWM:") - start))
+            if sum(sum(t) for t in times.values()) * (round_ + 2) / (round_ + 1) > self.budget * len(names):
+                break
+        return {name: Cost(statistics.median(times[name]), len(times[name]), peaks[name]) for name in names}
 
 
 @dataclass
@@ -449,7 +465,8 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
                      methods: tuple[str, ...] = METHODS) -> dict[str, Decoding]:
     """Each Mitigate method (of ``methods``; greedy always) through ``session.generate`` with the
     tab's default settings, and plain ``model.generate`` ("plain") on the same inputs with no
-    studio hooks, each decoding ``request.max_new_tokens`` tokens."""
+    studio hooks, each decoding ``request.max_new_tokens`` tokens; interleaved in rounds
+    (:meth:`Timer.measure_each`), so that greedy and plain are measured alike."""
     prepared = session.prepare(request.image, request.prompt)
     settings = method_settings(list(dict.fromkeys(("greedy", *methods))), sid_layer=sid_layer(session),
                                **MITIGATE_DEFAULTS)
@@ -464,13 +481,10 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
         name: (lambda s=strategy_by_name(name, **params): session.generate(prepared, max_new_tokens=tokens, strategy=s))
         for name, params in settings.items()}
     calls["plain"] = plain
-    decoded = {}
-    for name, call in calls.items():
-        clock = StepClock(session.model)
-        cost, _ = timer.measure(clock.time(call))
-        decoded[name] = Decoding(cost, statistics.median(p for p, _ in clock.splits),
-                                 statistics.median(t for _, t in clock.splits))
-    return decoded
+    clocks = {name: StepClock(session.model) for name in calls}
+    costs = timer.measure_each({name: clocks[name].time(call) for name, call in calls.items()})
+    return {name: Decoding(cost, statistics.median(p for p, _ in clocks[name].splits),
+                           statistics.median(t for _, t in clocks[name].splits)) for name, cost in costs.items()}
 
 
 def two_row_cost(session: ModelSession, calls: int = 20) -> Row:

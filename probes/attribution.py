@@ -13,7 +13,9 @@ Every evaluation projects only the predicting position to the vocabulary (``logi
 the gradient passes recompute every layer's activations in the backward pass instead of
 keeping them (``recompute="all"``: a pixel gradient through many tiles, or a long prompt
 through the decoder, would otherwise hold several times the weights; it costs about one more
-forward per step), and the prompt's gradients encode the image once for all their passes
+forward per step), a vision tower that encodes its tiles apart runs backward one tile at a
+time (a third pass through the tower, instead of one layer's activations over every tile at
+once), and the prompt's gradients encode the image once for all their passes
 (``reuse_image_features``: the pixels do not change there).
 
 - **Integrated gradients on pixels** (captum ``IntegratedGradients``, black-to-mean baseline 0),

@@ -386,6 +386,7 @@ BUILDERS: dict[str, Callable[[], tuple[PretrainedConfig, type[PreTrainedModel], 
 
 def build_tiny(family: str, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMixin]:
     """Tiny random model (eval mode, float32, default attention implementation) + processor.
+    Weight matrices the model's initialisation leaves all zero are drawn like the others.
 
     The seed fixes the initial weights, so two builds with the same seed are identical.
     """
@@ -395,6 +396,10 @@ def build_tiny(family: str, seed: int = 0) -> tuple[PreTrainedModel, ProcessorMi
     config, model_class, processor = builders[family]()
     torch.manual_seed(seed)
     model = model_class(config).to(torch.float32).eval()
+    with torch.no_grad():  # Gemma 3 initialises its image projection to zeros: the image would not count
+        for weight in model.parameters():
+            if weight.dim() > 1 and not weight.any():
+                weight.normal_(std=config.get_text_config().initializer_range)
     tokenizer = processor.tokenizer
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -144,6 +144,13 @@ class Adapter:
     def text_model(self) -> Any:
         return self.model.model.language_model
 
+    def view_encoder(self) -> nn.Module | None:
+        """The vision tower, when it encodes each row of its pixel input (an image, or one tile of
+        it) on its own, so that gradients can be computed one row at a time
+        (:func:`studio.engine.recompute.rows_recomputed`); None when its rows are not
+        independent (Qwen2-VL's rows are patches of one image) or the family is not known."""
+        return None
+
     def decoder_layers(self) -> nn.ModuleList:
         return self.text_model().layers
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import torch
+from torch import nn
 
 from studio.adapters.base import (
     Adapter,
@@ -30,6 +31,9 @@ _PAN_AND_SCAN = ("pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops", "pa
 class Gemma3Adapter(Adapter):
     family = "gemma3"
     model_types = ("gemma3",)
+
+    def view_encoder(self) -> nn.Module:
+        return self.model.model.vision_tower
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,
                      image_size: tuple[int, int]) -> tuple[list[PatchGrid], dict[int, ImagePlacement]]:

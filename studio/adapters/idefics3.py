@@ -11,6 +11,7 @@ import math
 import re
 
 import torch
+from torch import nn
 
 from studio.adapters.base import (
     Adapter,
@@ -28,6 +29,9 @@ class Idefics3Adapter(Adapter):
     family = "idefics3"
     shares_prefix = True
     model_types = ("idefics3", "smolvlm")
+
+    def view_encoder(self) -> nn.Module:
+        return self.model.model.vision_model
 
     def text_model(self):
         return self.model.model.text_model

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from studio.adapters.base import Adapter, AdapterError, ImagePlacement, PatchGrid, row_major
@@ -21,6 +22,9 @@ class InternVLAdapter(Adapter):
     family = "internvl"
     shares_prefix = True
     model_types = ("internvl",)
+
+    def view_encoder(self) -> nn.Module:
+        return self.model.model.vision_tower
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,
                      image_size: tuple[int, int]) -> tuple[list[PatchGrid], dict[int, ImagePlacement]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from studio.adapters.base import (
     Adapter,
@@ -48,6 +49,9 @@ class LlavaAdapter(Adapter):
         scale = shortest / min(w, h)
         cw, ch = min(w, crop["width"] / scale), min(h, crop["height"] / scale)
         return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+
+    def view_encoder(self) -> nn.Module | None:
+        return None if self._pixtral() else self.model.model.vision_tower  # Pixtral joins its images' patches
 
     def _pixtral(self) -> bool:
         return self.model.config.vision_config.model_type == "pixtral"

@@ -7,6 +7,7 @@ indices, so the mapping follows the library exactly rather than a re-derivation.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers.models.llava_next.modeling_llava_next import (
     get_anyres_image_grid_shape,
     unpad_image,
@@ -25,6 +26,9 @@ class LlavaNextAdapter(Adapter):
     family = "llava_next"
     shares_prefix = True
     model_types = ("llava_next",)
+
+    def view_encoder(self) -> nn.Module:
+        return self.model.model.vision_tower
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,
                      image_size: tuple[int, int]) -> tuple[list[PatchGrid], dict[int, ImagePlacement]]:

@@ -8,6 +8,7 @@ the unembedding, so the lens does too.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from studio.adapters.base import Adapter, ImagePlacement, PatchGrid, pooled_patch_groups, row_major
 
@@ -15,6 +16,9 @@ from studio.adapters.base import Adapter, ImagePlacement, PatchGrid, pooled_patc
 class PaliGemmaAdapter(Adapter):
     family = "paligemma"
     model_types = ("paligemma",)
+
+    def view_encoder(self) -> nn.Module:
+        return self.model.model.vision_tower
     answer_token_type = 1  # the model's own generation marks the answer as the suffix
 
     def image_layout(self, input_ids: torch.Tensor, tokens: list[str], inputs: dict,

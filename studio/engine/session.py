@@ -33,7 +33,7 @@ from studio.engine.features import image_features_reused
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
 from studio.engine.prefix import decode_with_shared_prefix
-from studio.engine.recompute import Recompute, checkpointable_layers, recomputed
+from studio.engine.recompute import Recompute, recomputing
 from studio.engine.zerogpu import on_gpu
 from studio.interventions import Intervention, intervene, read
 
@@ -274,11 +274,11 @@ class ModelSession:
             raise StudioError(f"recompute must be None, 'vision' or 'all'; got {recompute!r}")
 
         def body() -> T:
-            layers = [] if recompute is None else checkpointable_layers(
-                self.model, adapter.decoder_layers() if recompute == "vision" else ())
+            view_encoder = adapter.view_encoder() if recompute is not None else None
             with _oom_guard(), (torch.enable_grad() if grad else torch.inference_mode()), intervene(
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
-                    generating, self._image_token_id()), recomputed(layers), \
+                    generating, self._image_token_id()), \
+                    recomputing(self.model, recompute, adapter.decoder_layers(), view_encoder), \
                     (image_features_reused(self.model) if reuse_image_features else nullcontext()):
                 return fn()
         with self.lock:
