@@ -57,3 +57,11 @@ def test_quick_run_prints_every_row_with_finite_positive_ratios(tmp_path):
             assert math.isfinite(row["ratio"]) and row["ratio"] > 0, (shape, row)
             assert math.isfinite(row["value"]) and row["value"] > 0, (shape, row)
         assert report["decoder_layers"][0] == 2 and report["vision_layers"][0] == 2, shape
+
+
+def test_decoding_calls_alternate_so_a_drift_falls_on_each_alike():
+    from bench.realsize import Timer
+    calls: list[str] = []
+    costs = Timer(repeats=4, budget=1e9).measure_each({name: (lambda n=name: calls.append(n)) for name in "abc"})
+    assert calls == list("abccbaabccba")
+    assert [costs[name].samples for name in "abc"] == [4, 4, 4]

@@ -110,3 +110,14 @@ def test_a_tower_encoding_rows_apart_gives_each_row_alone_the_same_gradient(fami
         runs = 3 * whole[0] if whole[0] > 1 else 2  # one row: its layers replayed, as any tower's
         assert batches == [1] * runs, "each row alone: forward, replay, its layers' replay"
     assert not any("forward" in m.__dict__ for m in session.model.modules()), "the encoder's forward restored"
+
+
+def test_each_row_hands_its_freed_heap_back_after_its_forward_and_its_backward(monkeypatch):
+    import studio.engine.recompute as recompute
+    session = ModelSession(*build_tiny("idefics3"))
+    inputs = session.prepare(sample_image(40, 24), "what is this ?").inputs
+    rows = _rows(session, inputs)
+    released: list[int] = []
+    monkeypatch.setattr(recompute, "release_heap", lambda: released.append(1))
+    _pixel_gradient(session, inputs, "all")
+    assert rows > 1 and len(released) == 2 * rows
