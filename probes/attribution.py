@@ -182,9 +182,8 @@ class Attribution(Probe):
         mask = torch.where(by_region >= 0, by_region, torch.full_like(by_region, int(region.max()) + 1))
         mask = mask.expand_as(pixels)[None]
         def occlude():
-            log_prob = float(target.of_pixels(pixels[None])[0])
-            return log_prob, FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
-                                                                         feature_mask=mask)
+            return FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
+                                                               feature_mask=mask)
 
         def integrate_pixels():
             return IntegratedGradients(target.of_pixels).attribute(
@@ -196,7 +195,8 @@ class Attribution(Probe):
             lig = LayerIntegratedGradients(target.of_ids, session.adapter.embeddings())
             return lig.attribute(ids, baselines=baseline_ids(session, ids), n_steps=params.ig_steps,
                                  internal_batch_size=1, return_convergence_delta=True)
-        log_prob, occlusion = session.call(occlude)
+        occlusion = session.call(occlude)
+        log_prob = float(torch.log_softmax(run.answer_logits[params.answer_index], -1)[target.token])
         ig_pixels, pixel_delta = session.call(integrate_pixels, grad=True, recompute="all")
         ig_prompt, prompt_delta = session.call(integrate_prompt, grad=True, recompute="all", reuse_image_features=True)
         prompt_scores = ig_prompt[0].sum(-1)[: run.prepared.length].detach().float().cpu().numpy()
