@@ -120,3 +120,35 @@ def test_the_attention_rebuild_is_covered_by_the_out_of_memory_guard(embedded, m
         run_probe(embedded, "attention", request)
     monkeypatch.undo()
     assert run_probe(embedded, "attention", request).rollout.shape[0] == 4
+
+
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+def test_generate_with_nothing_applied_adds_no_hook_and_decodes_as_model_generate(family):
+    """What "hooks idle" means: while session.generate decodes greedily with no intervention, no
+    module holds a hook, the attention kernel is the model's own, and the tokens and their scores
+    are plain model.generate's, bit for bit."""
+    from studio.engine.session import ModelSession
+    from tiny_models import build_tiny, sample_image
+    session = ModelSession(*build_tiny(family))
+    prepared = session.prepare(sample_image(40, 24), "what is this ?")
+    kernel = session.model.config._attn_implementation
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append((sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in session.model.modules()),
+                     session.model.config._attn_implementation))
+    original = session.model.generate
+    generation = session.generate(prepared, max_new_tokens=6)
+    with torch.inference_mode():
+        plain = original(**prepared.inputs, max_new_tokens=6, do_sample=False, eos_token_id=session.eos_ids,
+                         pad_token_id=session.tokenizer.pad_token_id, return_dict_in_generate=True, output_logits=True)
+    handle = session.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        session.generate(prepared, max_new_tokens=6)
+    finally:
+        handle.remove()
+    assert seen and all(item == (1, kernel) for item in seen), "only the spy's own hook, the model's own kernel"
+    new = plain.sequences[0, prepared.length:].tolist()
+    assert [t.id for t in generation.tokens] == [t for t in new if t not in session.eos_ids][:len(generation.tokens)]
+    assert [t.prob for t in generation.tokens] == [
+        float(torch.softmax(step[0].float(), -1)[t]) for step, t in zip(plain.logits, new)][:len(generation.tokens)]
