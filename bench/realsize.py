@@ -18,7 +18,9 @@ when its estimate exceeds ``--attribution-budget``, marked "est."), each Mitigat
 its prompt pass (processing, image encoding and prefill, to the end of the first forward) and
 its per-token cost (each later step: forward and logits processors), read by a clock on the
 model's forward in the same call, as ratios to greedy's, and ``session.generate``
-against plain ``model.generate`` on the same inputs with no hooks, both ways. The last row is
+against plain ``model.generate`` on the same inputs with no hooks, both ways (the decoding
+calls run in rounds of alternating order, so with ``--repeats`` of 2 or more and a ``--budget``
+that lets the rounds run, a drift of the machine falls on each alike). The last row is
 the kernel's price of a second batch row (``F.linear`` of the first decoder layer's largest
 matrix, 2 rows against 1): a contrastive method decodes two rows per step, so its per-token
 ratio cannot fall below it. On this CPU it is about 2 in float32 (MKL's small-batch path) and
