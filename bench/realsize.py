@@ -482,7 +482,9 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     """Each Mitigate method (of ``methods``; greedy always) through ``session.generate`` with the
     tab's default settings, and plain ``model.generate`` ("plain") on the same inputs with no
     studio hooks, each decoding ``request.max_new_tokens`` tokens; interleaved in rounds
-    (:meth:`Timer.measure_each`), so that greedy and plain are measured alike."""
+    (:meth:`Timer.measure_each`), so that greedy and plain are measured alike, after one untimed
+    short generate (the first call after building ran a fifth to a half slower, which fell on
+    whichever method came first)."""
     prepared = session.prepare(request.image, request.prompt)
     settings = method_settings(list(dict.fromkeys(("greedy", *methods))), sid_layer=sid_layer(session),
                                **MITIGATE_DEFAULTS)
@@ -497,6 +499,9 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
         name: (lambda s=strategy_by_name(name, **params): session.generate(prepared, max_new_tokens=tokens, strategy=s))
         for name, params in settings.items()}
     calls["plain"] = plain
+    with torch.inference_mode():  # untimed: a model's first generate pays one-off costs (here up to 1.5x)
+        session.model.generate(**prepared.inputs, max_new_tokens=2, do_sample=False,
+                               pad_token_id=session.tokenizer.pad_token_id)
     clocks = {name: StepClock(session.model) for name in calls}
     costs = timer.measure_each({name: clocks[name].time(call) for name, call in calls.items()})
     return {name: Decoding(cost, statistics.median(p for p, _ in clocks[name].splits),
