@@ -237,6 +237,18 @@ def release_memory() -> None:
     release_heap()
 
 
+def _watched_call(fn: Callable[[], T]) -> tuple[float, int, T]:
+    """One call of ``fn``: its seconds, the peak extra resident memory during it (garbage collected
+    and the heap trimmed first, the high-water mark reset to the current resident set) and its result."""
+    release_memory()
+    start = _status_bytes("VmRSS:")
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+    began = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - began
+    return seconds, max(0, _status_bytes("VmHWM:") - start), result
+
+
 @dataclass
 class Cost:
     """A step's median seconds per call (over ``samples`` calls) and the peak extra resident memory
@@ -258,13 +270,8 @@ class Timer:
     def measure(self, fn: Callable[[], T]) -> tuple[Cost, T]:
         """``fn``'s cost and its last result. The first call also measures peak memory (the high-water
         mark reset just before it); it counts as a sample, so a slow step is run once."""
-        release_memory()
-        start = _status_bytes("VmRSS:")
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
-        began = time.perf_counter()
-        result = fn()
-        times = [time.perf_counter() - began]
-        peak = max(0, _status_bytes("VmHWM:") - start)
+        first, peak, result = _watched_call(fn)
+        times = [first]
         calls = min(self.repeats, max(1, int(self.budget // max(times[0], 1e-6))))
         for _ in range(calls - 1):
             began = time.perf_counter()
@@ -281,13 +288,9 @@ class Timer:
         peaks: dict[str, int] = {}
         for round_ in range(self.repeats):
             for name in names if round_ % 2 == 0 else reversed(names):
-                release_memory()
-                start = _status_bytes("VmRSS:")
-                Path("/proc/self/clear_refs").write_text("5")
-                began = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - began)
-                peaks.setdefault(name, max(0, _status_bytes("VmHWM:") - start))
+                seconds, peak, _ = _watched_call(fns[name])
+                times[name].append(seconds)
+                peaks.setdefault(name, peak)
             if sum(sum(t) for t in times.values()) * (round_ + 2) / (round_ + 1) > self.budget * len(names):
                 break
         return {name: Cost(statistics.median(times[name]), len(times[name]), peaks[name]) for name in names}
