@@ -71,6 +71,7 @@ def test_flags_are_restored_when_the_call_fails(session):
     assert all("_gradient_checkpointing_func" not in m.__dict__ for m in layers)
     assert encoder is None or "forward" not in encoder.__dict__
 
+
 def _rows(session, inputs) -> int:
     seen = []
     handle = session.adapter.view_encoder().register_forward_pre_hook(
@@ -92,8 +93,7 @@ def test_a_tower_encoding_rows_apart_gives_each_row_alone_the_same_gradient(fami
     inputs = session.prepare(sample_image(40, 24), "what is this ?").inputs
     encoder = session.adapter.view_encoder()
     assert (encoder is not None) == (family in ROW_ENCODED)
-    tower = encoder or next(m for m in session.model.modules() if m in checkpointable_layers(
-        session.model, session.adapter.decoder_layers()))
+    tower = encoder or checkpointable_layers(session.model, session.adapter.decoder_layers())[0]
     first = next(m for m in tower.modules() if isinstance(m, torch.nn.Linear))
     batches: list[int] = []
     handle = first.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
