@@ -105,6 +105,29 @@ def test_a_long_job_shows_progress_and_ctrl_c_stops_it_cleanly(tmp_path):
     assert not any(p.name == "meta.json" for p in cache.rglob("*")), "no activation set claims completeness"
 
 
+def test_an_interrupt_swallowed_by_a_finalizer_is_raised_again():
+    """Python drops a KeyboardInterrupt raised inside a finalizer; the command's guard raises it
+    again a moment later, so Ctrl-C still ends the job (and the guard leaves no timer or handler)."""
+    import os
+    import signal
+    import time
+
+    from studio.cli.interrupts import REPEAT_SECONDS, repeated_interrupts
+    handler, swallowed, start = signal.getsignal(signal.SIGINT), 0, time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with repeated_interrupts():
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(10)
+            except KeyboardInterrupt:
+                swallowed += 1  # as Python does when the interrupt lands in a __del__
+            while time.monotonic() - start < 30:
+                time.sleep(0.01)
+    assert swallowed == 1 and time.monotonic() - start < REPEAT_SECONDS + 3
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_probe_prints_shapes_and_writes_the_result(scene_png, tmp_path, capsys):
     out = tmp_path / "full.json"
     assert main(["probe", "drift", str(scene_png), "--max-new-tokens", "4", "--json", str(out),

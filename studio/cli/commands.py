@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
 
+from studio.cli.interrupts import repeated_interrupts
 from studio.engine.errors import InputError, StudioError
 from studio.engine.files import atomic_write_json
 
@@ -404,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     from studio.world.anchors import register as register_world_anchors
     register_world_anchors()  # the world's text-to-image model for the anchors decoding method
     try:
-        return args.func(args)
+        with repeated_interrupts():
+            return args.func(args)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
