@@ -355,13 +355,14 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
     """Time one step of each kind the attribution probe (``probes.attribution``) takes for answer
     token 0 with default parameters, and count the steps.
 
-    Evaluations: captum's initial evaluation and one per occluded feature (each region of image
-    tokens that covers pixels, plus the pixels no token covers), two convergence-delta passes
-    for pixel integrated gradients, and for prompt integrated gradients two passes reading the
-    embedding layer (inputs, baseline) and two convergence-delta passes: the first of these
-    four encodes the image, the other three reuse its encoding (timed as such). The probe's
-    own log-probability comes from the run. Both kinds of gradient step recompute every layer
-    in their backward pass, and a prompt step reuses the image's encoding, as the probe runs them.
+    Evaluations: captum's initial evaluation (the unchanged inputs, whose value the probe then
+    reuses for both convergence deltas), one per occluded feature (each region of image tokens
+    that covers pixels, plus the pixels no token covers), and the pixel baseline; the prompt
+    baseline's evaluation reuses the image's encoding (timed as such); the two reads of the
+    embedding layer stop right after it and are not counted. The probe's own log-probability
+    comes from the run. Both kinds of gradient step recompute every layer in their backward
+    pass, and a prompt step reuses the image's encoding, as the probe runs them
+    (``tests/probes/test_attribution_families.py`` counts the probe's evaluations).
     """
     params = get_probe("attribution").params()
     position = run.answer_positions[params.answer_index]
@@ -393,7 +394,7 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
         session.call(embedding_step, grad=True, recompute="all")
         embedded, _ = timer.measure(lambda: session.call(embedding_step, grad=True, recompute="all"))
         reused, _ = timer.measure(evaluate)
-    return AttributionPlan(evaluations=features + 4, reused_evaluations=3, ig_steps=params.ig_steps, forward=forward,
+    return AttributionPlan(evaluations=features + 2, reused_evaluations=1, ig_steps=params.ig_steps, forward=forward,
                            reused=reused, pixel_step=pixel, embedding_step=embedded)
 
 
