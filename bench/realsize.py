@@ -486,7 +486,7 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     """Each Mitigate method (of ``methods``; greedy always) through ``session.generate`` with the
     tab's default settings, and plain ``model.generate`` ("plain") on the same inputs with no
     studio hooks, each decoding ``request.max_new_tokens`` tokens; interleaved in rounds
-    (:meth:`Timer.measure_each`), so that greedy and plain are measured alike, after one untimed
+    (:meth:`Timer.measure_each`, plain right after greedy), so that the two are measured alike, after one untimed
     short generate (the first call after building ran a fifth to a half slower, which fell on
     whichever method came first)."""
     prepared = session.prepare(request.image, request.prompt)
@@ -499,10 +499,11 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
             return session.model.generate(**prepared.inputs, max_new_tokens=tokens, min_new_tokens=tokens,
                                           do_sample=False, eos_token_id=session.eos_ids,
                                           pad_token_id=session.tokenizer.pad_token_id)
-    calls: dict[str, Callable[[], object]] = {
-        name: (lambda s=strategy_by_name(name, **params): session.generate(prepared, max_new_tokens=tokens, strategy=s))
-        for name, params in settings.items()}
-    calls["plain"] = plain
+    decode = {name: (lambda s=strategy_by_name(name, **params): session.generate(prepared, max_new_tokens=tokens,
+                                                                                strategy=s))
+              for name, params in settings.items()}
+    # plain next to greedy, so each round's reversal (A B ... B A) keeps the two side by side
+    calls: dict[str, Callable[[], object]] = {"greedy": decode.pop("greedy"), "plain": plain, **decode}
     with torch.inference_mode():  # untimed: a model's first generate pays one-off costs (here up to 1.5x)
         session.model.generate(**prepared.inputs, max_new_tokens=2, do_sample=False,
                                pad_token_id=session.tokenizer.pad_token_id)
