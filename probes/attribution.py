@@ -216,6 +216,13 @@ def occlusion_regions(token_map, limit: int) -> torch.Tensor:
     return torch.tensor(out)
 
 
+def occlusion_mask(groups: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Captum's feature mask: each pixel's region (``groups``: its image token, -1 for none;
+    ``region``: each token's region); pixels no token covers form one feature of their own."""
+    by_region = torch.where(groups >= 0, region[groups.clamp(min=0)], groups)
+    return torch.where(by_region >= 0, by_region, torch.full_like(by_region, int(region.max()) + 1))
+
+
 def baseline_ids(session, input_ids: torch.Tensor) -> torch.Tensor:
     """Text tokens replaced by padding; special and image tokens kept (they carry the structure)."""
     special = set(session.tokenizer.all_special_ids) | {session.adapter.image_token_id()}
@@ -240,9 +247,7 @@ class Attribution(Probe):
         groups = session.adapter.pixel_token_groups(target.inputs).to(pixels.device)
         n = len(run.token_map.image_positions)
         region = occlusion_regions(run.token_map, params.occlusion_regions).to(groups.device)
-        by_region = torch.where(groups >= 0, region[groups.clamp(min=0)], groups)
-        mask = torch.where(by_region >= 0, by_region, torch.full_like(by_region, int(region.max()) + 1))
-        mask = mask.expand_as(pixels)[None]
+        mask = occlusion_mask(groups, region).expand_as(pixels)[None]
         def occlude():
             return FeatureAblation(target.of_pixels).attribute(pixels[None], baselines=PIXEL_BASELINE,
                                                                feature_mask=mask)

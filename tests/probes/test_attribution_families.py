@@ -7,7 +7,7 @@ import torch
 from captum.attr import FeatureAblation, IntegratedGradients, LayerIntegratedGradients
 
 from probes import ProbeRequest, run_probe
-from probes.attribution import PIXEL_BASELINE, _Target, baseline_ids, occlusion_regions
+from probes.attribution import PIXEL_BASELINE, _Target, baseline_ids, occlusion_mask, occlusion_regions
 from probes.runs import get_run
 from studio.engine.session import ModelSession
 from tiny_models import FAMILIES, build_tiny, sample_image
@@ -34,8 +34,7 @@ def _reference(session, request):
         return torch.stack([target._log_prob(input_ids=row[None]) for row in batch])
     groups = session.adapter.pixel_token_groups(inputs)
     region = occlusion_regions(run.token_map, 12)
-    by_region = torch.where(groups >= 0, region[groups.clamp(min=0)], groups)
-    mask = torch.where(by_region >= 0, by_region, torch.full_like(by_region, int(region.max()) + 1)).expand_as(pixels)
+    mask = occlusion_mask(groups, region).expand_as(pixels)
     occlusion = session.call(lambda: FeatureAblation(of_pixels).attribute(
         pixels[None], baselines=PIXEL_BASELINE, feature_mask=mask[None]))
     ig_pixels = session.call(lambda: IntegratedGradients(of_pixels).attribute(
