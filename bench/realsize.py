@@ -78,7 +78,7 @@ from transformers import (
 )
 
 from probes import ProbeRequest, get_probe, run_probe
-from probes.attribution import occlusion_regions
+from probes.attribution import occlusion_mask, occlusion_regions
 from probes.runs import Run, cache_for, compute_run, request_key
 from studio.decoding import strategy_by_name
 from studio.engine.features import image_features_reused
@@ -370,7 +370,7 @@ def plan_attribution(session: ModelSession, run: Run, timer: Timer) -> Attributi
     inputs = session.extend_inputs(run.prepared.inputs, run.token_map.input_ids[run.prepared.length:position])
     groups = session.adapter.pixel_token_groups(inputs)
     regions = occlusion_regions(run.token_map, params.occlusion_regions)
-    features = torch.unique(regions[groups[groups >= 0]]).numel() + int(bool((groups < 0).any()))
+    features = torch.unique(occlusion_mask(groups, regions)).numel()  # captum's features, as the probe masks
     embedding = session.adapter.embeddings()
 
     def pixel_step() -> None:
