@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -43,7 +43,7 @@ from studio.decoding import register
 from studio.decoding.base import DecodeBatch, DecodePlan
 from studio.decoding.contrastive import ContrastiveStrategy, as_contrastive
 from studio.engine.attention_reads import AttentionInputs, last_query_weights
-from studio.engine.errors import InputError
+from studio.engine.errors import InputError, StudioError
 from studio.interventions import Intervention
 
 DEFAULT_LAYER = 2
@@ -70,6 +70,15 @@ class CT2SState:
         self.dropped = ranked[:, keep:]
         self.kept_per_step.append(ranked[0, :keep].tolist())
 
+    def kept_positions(self, states: torch.Tensor) -> torch.Tensor:
+        """Each amateur row's positions other than the dropped ones, ascending [n, L - dropped]
+        (``states`` [n, L, d]: the rows entering the selection layer)."""
+        if self.dropped is None:
+            raise StudioError("SID removes vision tokens only after selecting them")
+        keep = torch.ones(states.shape[:2], dtype=torch.bool)
+        keep.scatter_(1, self.dropped, False)
+        return keep.nonzero()[:, 1].view(states.shape[0], -1).to(states.device)
+
     def mask_dropped(self, mask: torch.Tensor) -> torch.Tensor | None:
         """``mask`` [n, 1, q, k] (additive) with the dropped keys of each row at the dtype's minimum."""
         if self.dropped is None or not self.dropped.shape[1]:
@@ -88,6 +97,7 @@ class SID(ContrastiveStrategy):
 
     layer: int | None = None
     keep_ratio: float = 0.17
+    prune: Literal["mask", "drop"] = "mask"
     name = "sid"
     PRESETS: ClassVar[dict[str, dict]] = {
         "paper": {"alpha": 1.0, "beta": 0.1, "keep_ratio": 100 / 576},
@@ -100,6 +110,8 @@ class SID(ContrastiveStrategy):
             raise InputError(f"keep_ratio must be in (0, 1]; got {self.keep_ratio}")
         if self.layer is not None and not (isinstance(self.layer, int) and self.layer >= 1):
             raise InputError(f"layer must be an integer >= 1; got {self.layer}")
+        if self.prune not in ("mask", "drop"):
+            raise InputError(f"prune must be 'mask' or 'drop'; got {self.prune!r}")
 
     def selection_layer(self, session) -> int:
         """The decoder layer from which the amateur sees only the kept vision tokens."""
@@ -125,9 +137,15 @@ class SID(ContrastiveStrategy):
         positions = torch.stack([(ids[r] == session.adapter.image_token_id()).nonzero().flatten() for r in rows])
         state = CT2SState(positions.cpu(), self.keep_ratio)
         layer = self.selection_layer(session)
-        interventions = [Intervention("attention_inputs", layer - 1, _reader(state), rows=rows)]
-        interventions += [Intervention("attention_mask", i, state.mask_dropped, rows=rows)
-                          for i in range(layer, session.n_layers)]
+        if self.prune == "drop":  # select once, remove from the prompt pass, mask the same at later steps
+            interventions = [Intervention("attention_inputs", layer - 1, _reader(state), "prompt", rows=rows),
+                             Intervention("kept_positions", layer, state.kept_positions, "prompt", rows=rows)]
+            interventions += [Intervention("attention_mask", i, state.mask_dropped, "generated", rows=rows)
+                              for i in range(layer, session.n_layers)]
+        else:
+            interventions = [Intervention("attention_inputs", layer - 1, _reader(state), rows=rows)]
+            interventions += [Intervention("attention_mask", i, state.mask_dropped, rows=rows)
+                              for i in range(layer, session.n_layers)]
         plan = super().plan(session, batch)
         plan.trace.update(kept=state.kept_per_step, image_positions=positions[0].tolist())
         return DecodePlan(plan.processors, interventions, None, plan.trace)

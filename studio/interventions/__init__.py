@@ -14,7 +14,11 @@ weights. An intervention states where it applies instead of guessing from tensor
   concatenated, [batch, seq, heads * head_dim]) or what its attention function computes the
   weights from (``"attention_inputs"``, read only: an
   :class:`~studio.engine.attention_reads.AttentionInputs` of post-rotary queries, keys, mask
-  and scale, read through the model's own kernel, which keeps running);
+  and scale, read through the model's own kernel, which keeps running) or which positions the
+  layers from ``layer`` on compute (``"kept_positions"``, prompt phase only, ``rows`` required:
+  ``fn`` receives those rows' states entering ``layer`` and returns each row's kept positions,
+  ascending, [rows, K]; the other positions are removed from those rows there, their cache
+  entries zero, so later steps must mask them: :mod:`studio.engine.pruning`);
 - ``layer``: which decoder layer;
 - ``phase``: the prompt pass (the first forward of a generation, or every pass of a plain
   forward), the generated steps, or both;
@@ -44,12 +48,15 @@ from torch import nn
 from studio.engine.attention_reads import AttentionInputs, MaskEdit, Sink, reading
 from studio.engine.errors import InputError, StudioError
 from studio.engine.hooks import HookSpec, output_tensor, scoped_hooks
+from studio.engine.pruning import Pruning, pruned
 
-Site = Literal["residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs"]
+Site = Literal["residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs",
+               "kept_positions"]
 Phase = Literal["prompt", "generated", "both"]
 Where = Literal["all", "image", "after_image"] | torch.Tensor
 Edit = Callable[[Any], torch.Tensor | None]  # a tensor; an AttentionInputs at the attention_inputs site
-SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs")
+SITES: tuple[str, ...] = ("residual", "attention_weights", "attention_mask", "attention_output", "attention_inputs",
+                          "kept_positions")
 PHASES: tuple[str, ...] = ("prompt", "generated", "both")
 NAMED_POSITIONS: tuple[str, ...] = ("all", "image", "after_image")
 
@@ -75,6 +82,8 @@ class Intervention:
                              f"got {self.positions!r}")
         if not isinstance(self.layer, int) or self.layer < 0:
             raise InputError(f"intervention layer must be a non-negative integer; got {self.layer!r}")
+        if self.site == "kept_positions" and (self.phase != "prompt" or not self.rows or self.positions != "all"):
+            raise InputError("kept_positions applies in the prompt phase to given rows, at every position")
 
     def applies(self, prompt_pass: bool) -> bool:
         return self.phase == "both" or (self.phase == "prompt") == prompt_pass
@@ -236,7 +245,10 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
     specs = [HookSpec(model, _count_passes(request), "pre")]
     sinks: dict[nn.Module, list[Sink]] = {}
     edits: dict[nn.Module, list[MaskEdit]] = {}
+    removal = _removal(request, interventions, layers)
     for item in interventions:
+        if item.site == "kept_positions":
+            continue
         modules = layers if item.site == "residual" else attention
         if item.layer >= len(modules):
             raise InputError(f"layer {item.layer} is out of range: choose 0..{len(modules) - 1}")
@@ -249,8 +261,32 @@ def intervene(model: nn.Module, layers: Sequence[nn.Module] | nn.ModuleList, att
         kind, make = _HOOKS[item.site]
         module = output_projection(modules[item.layer]) if item.site == "attention_output" else modules[item.layer]
         specs.append(HookSpec(module, make(request, item), kind))  # type: ignore[arg-type]
-    with scoped_hooks(specs), (reading(model, sinks, edits) if sinks or edits else nullcontext()):  # type: ignore[arg-type]
+    reads = reading(model, sinks, edits) if sinks or edits else nullcontext()  # type: ignore[arg-type]
+    with scoped_hooks(specs), reads, (pruned(list(layers)[removal[0]:], removal[1]) if removal else nullcontext()):
         yield
+
+
+def _removal(request: _Request, interventions: Sequence[Intervention],
+             layers: Sequence[nn.Module] | nn.ModuleList) -> tuple[int, Pruning] | None:
+    """The first layer and the :class:`~studio.engine.pruning.Pruning` of a ``kept_positions``
+    intervention (at most one), after checking that nothing else edits or reads the attention of
+    the layers it prunes in the prompt pass (a pruned layer runs its attention twice, on parts of
+    the batch, where a row index would point elsewhere)."""
+    removals = [i for i in interventions if i.site == "kept_positions"]
+    if not removals:
+        return None
+    if len(removals) > 1:
+        raise InputError("one kept_positions intervention per request")
+    item = removals[0]
+    if item.layer >= len(layers):
+        raise InputError(f"layer {item.layer} is out of range: choose 0..{len(layers) - 1}")
+    clash = [i for i in interventions if i.site not in ("residual", "kept_positions") and i.layer >= item.layer
+             and i.applies(prompt_pass=True)]
+    if clash:
+        raise InputError(f"{clash[0].site} at layer {clash[0].layer} cannot act in the prompt pass of layers "
+                         f"whose positions are removed (from layer {item.layer})")
+    rows = item.rows or ()
+    return item.layer, Pruning(rows, item.fn, lambda: item.applies(request.prompt_pass))  # type: ignore[arg-type]
 
 
 __all__ = ["Edit", "Intervention", "Phase", "Site", "Where", "intervene", "output_projection", "position_mask",
