@@ -103,9 +103,9 @@ def test_inspect_needs_an_image(client):
         client.predict(None, "how many objects are there ?", 5, api_name="/inspect")
 
 
-def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, keep=0.17):
+def mitigate(client, path, methods, alpha=1.0, beta=0.1, noise=500, layer=2, keep=0.17, prune="mask"):
     return client.predict(handle_file(str(path)), "describe the image .", 30, methods, alpha, beta, noise,
-                          layer, keep, api_name="/mitigate")
+                          layer, keep, prune, api_name="/mitigate")
 
 
 def test_anchors_decode_in_mitigate_beside_greedy(client):
@@ -128,6 +128,18 @@ def test_mitigate_side_by_side_and_step_distributions(client):
     assert figure and kept
     with pytest.raises(Exception, match="out of range"):
         client.predict("vcd", 500, api_name="/show_step")
+
+
+def test_sid_dropping_its_tokens_shows_the_one_selection_at_every_step(client):
+    sample = next(s for s in load_samples() if s.scene.split == "cooccur")
+    rows = mitigate(client, sample.path, ["sid"], prune="drop")
+    assert len(rows[2]["value"]) > 1
+    last = len(rows[2]["value"]) - 1
+    first_kept = client.predict("sid", 0, api_name="/show_step")[1]
+    last_kept = client.predict("sid", last, api_name="/show_step")[1]
+    assert first_kept["plot"] == last_kept["plot"].replace(f"step {last}", "step 0")
+    with pytest.raises(Exception, match="not in the list of choices"):
+        mitigate(client, sample.path, ["sid"], prune="cut")
 
 
 @pytest.mark.parametrize("kwargs,needle", [  # the sliders' bounds answer first, naming the limit

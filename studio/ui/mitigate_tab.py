@@ -27,14 +27,15 @@ LABELS = {"wrong": "#e5484d", "diverges": "#f5a623", "wrong+diverges": "#b10dc9"
 
 
 def method_settings(methods: list[str], alpha: float, beta: float, noise_step: float, sid_layer: float,
-                    keep_ratio: float) -> dict[str, dict]:
+                    keep_ratio: float, sid_prune: str = "mask") -> dict[str, dict]:
     """Each chosen method's parameters from the slider settings (greedy has none; α is the
     contrast strength of VCD, SID and ICD and the edit strength of anchors, pull = push)."""
     if not methods:
         raise InputError(f"choose at least one method: {', '.join(METHODS)}")
     contrast = {"alpha": alpha, "beta": beta}
     settings: dict[str, dict] = {"greedy": {}, "vcd": {**contrast, "noise_step": int(noise_step)},
-                                 "sid": {**contrast, "layer": int(sid_layer), "keep_ratio": keep_ratio},
+                                 "sid": {**contrast, "layer": int(sid_layer), "keep_ratio": keep_ratio,
+                                         "prune": sid_prune},
                                  "icd": contrast, "anchors": {"pull": alpha}}
     unknown = [name for name in methods if name not in settings]
     if unknown:
@@ -64,12 +65,12 @@ def _rows(generations: dict[str, Generation], truth: Scene | None) -> dict:
 @user_errors
 def mitigate(session: ModelSession, image_path: str | None, prompt: str, max_new_tokens: float, methods: list[str],
              alpha: float, beta: float, noise_step: float, sid_layer: float, keep_ratio: float,
-             progress=gr.Progress()):
+             sid_prune: str = "mask", progress=gr.Progress()):
     """Decode with each chosen method; one chip row per method slot, shown as each finishes (a
     press of Stop ends the run between methods), then the traces and what to export."""
     if image_path is None:
         raise InputError("the mitigations contrast image evidence: pick a sample or upload an image")
-    settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio)
+    settings = method_settings(methods, alpha, beta, noise_step, sid_layer, keep_ratio, sid_prune)
     strategies = {name: strategy_by_name(name, **params) for name, params in settings.items()}
     for strategy in strategies.values():
         strategy.check(session)
@@ -107,8 +108,8 @@ def show_step(session: ModelSession, traces: dict | None, method: str, step: flo
         return {"distributions": go.Figure(layout={"title": f"{method} has no contrast branch"}), "kept": None}
     figure = step_distributions(trace, step, session.decode_token, method)
     kept = None
-    if "kept" in trace and step < len(trace["kept"]):
-        kept = _kept_figure(traces["_image"], traces["_grid"], trace["kept"][step], step)
+    if trace.get("kept"):  # one selection per step, or one for every step (SID's prune="drop")
+        kept = _kept_figure(traces["_image"], traces["_grid"], trace["kept"][min(step, len(trace["kept"]) - 1)], step)
     return {"distributions": figure, "kept": kept}
 
 
@@ -151,6 +152,8 @@ def build_mitigate_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, ma
         layer = gr.Slider(1, max(2, current.session.n_layers - 1), value=sid_layer(current.session), step=1,
                           label="SID layer")
         keep = gr.Slider(0.01, 1, value=0.17, step=0.01, label="SID keep ratio")
+        prune = gr.Radio(["mask", "drop"], value="mask", label="SID amateur",
+                         info="mask: reselect every step (reference code); drop: select once, cheaper prompt pass")
     rows = [gr.HighlightedText(label=m, color_map=LABELS, combine_adjacent=False, visible=m in ("greedy", "vcd", "sid"),
                                elem_id=f"mitigate-{m}") for m in METHODS]
     selected = gr.Dropdown(list(METHODS), value="vcd", label="method to inspect")
@@ -160,7 +163,7 @@ def build_mitigate_tab(current: Serving, image: gr.Image, prompt: gr.Textbox, ma
     export_controls(current, "mitigate", spec)
     decoded = {"traces": traces, "spec": spec, **dict(zip(METHODS, rows))}
     decoding = run.click(keyed(serving(current, mitigate), decoded),
-                         [image, prompt, max_new, methods, alpha, beta, noise, layer, keep], list(decoded.values()),
+                         [image, prompt, max_new, methods, alpha, beta, noise, layer, keep, prune], list(decoded.values()),
                          api_name="mitigate")
     stop.click(None, None, None, cancels=[decoding], api_name="stop_mitigate")
     shown = {"distributions": dist, "kept": kept}
