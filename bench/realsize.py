@@ -126,8 +126,10 @@ ROW_SESSION_PROMPT = "session.generate: prompt pass"
 ROW_SESSION = "session.generate: per token"
 ROW_PLAIN_GENERATE = "plain model.generate: per token"
 PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
-# Mitigate's methods that run on any model (anchors needs a text-to-image model, which no shape here has)
-METHODS = ("greedy", "vcd", "sid", "icd")
+# Mitigate's methods that run on any model (anchors needs a text-to-image model, which no shape here has);
+# "sid-drop": SID with prune="drop" (the tab's "SID amateur: drop")
+METHODS = ("greedy", "vcd", "sid", "sid-drop", "icd")
+VARIANTS = {"sid-drop": ("sid", {"prune": "drop"})}
 ROW_TWO_ROWS = "2-row step floor: linear 2 rows"
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
@@ -490,8 +492,10 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     short generate (the first call after building ran a fifth to a half slower, which fell on
     whichever method came first)."""
     prepared = session.prepare(request.image, request.prompt)
-    settings = method_settings(list(dict.fromkeys(("greedy", *methods))), sid_layer=sid_layer(session),
-                               **MITIGATE_DEFAULTS)
+    bases = [VARIANTS.get(m, (m, {}))[0] for m in ("greedy", *methods)]
+    tab = method_settings(list(dict.fromkeys(bases)), sid_layer=sid_layer(session), **MITIGATE_DEFAULTS)
+    settings = {m: {**tab[base], **extra} for m in dict.fromkeys(("greedy", *methods))
+                for base, extra in [VARIANTS.get(m, (m, {}))]}
     tokens = request.max_new_tokens
 
     def plain() -> torch.Tensor:
@@ -499,8 +503,8 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
             return session.model.generate(**prepared.inputs, max_new_tokens=tokens, min_new_tokens=tokens,
                                           do_sample=False, eos_token_id=session.eos_ids,
                                           pad_token_id=session.tokenizer.pad_token_id)
-    decode = {name: (lambda s=strategy_by_name(name, **params): session.generate(prepared, max_new_tokens=tokens,
-                                                                                strategy=s))
+    decode = {name: (lambda s=strategy_by_name(VARIANTS.get(name, (name, {}))[0], **params):
+                     session.generate(prepared, max_new_tokens=tokens, strategy=s))
               for name, params in settings.items()}
     # plain next to greedy, so each round's reversal (A B ... B A) keeps the two side by side
     calls: dict[str, Callable[[], object]] = {"greedy": decode.pop("greedy"), "plain": plain, **decode}
