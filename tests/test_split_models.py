@@ -72,6 +72,15 @@ def test_every_decoding_method_equals_the_unsplit_session(pair, method, request)
     assert answers[0] == answers[1]
 
 
+@pytest.mark.parametrize("pair", ["embedded_pair", "qwen_pair"])
+def test_sid_removing_its_tokens_equals_the_unsplit_session(pair, request):
+    whole, split = request.getfixturevalue(pair)
+    strategy = strategy_by_name("sid", prune="drop", layer=1)
+    answers = [[(t.id, round(t.prob, 5)) for t in s.generate(s.prepare(_request(s).image, "what is this ?"), 6,
+                                                             strategy).tokens] for s in (whole, split)]
+    assert answers[0] == answers[1]
+
+
 @pytest.mark.parametrize("options, needle", [
     ({"device_map": "nowhere"}, "neither one of auto"),
     ({"max_memory": "7=1GiB"}, "GPU 7"),

@@ -8,28 +8,36 @@ is the attention the current last position pays each vision token at layer ``lay
 the amateur to answer from text and weak evidence, amplifying exactly the hallucinations the
 contrast then removes. Combination as in VCD (:mod:`studio.decoding.contrastive`).
 
-Following the reference code (huofushuo/SID, its attention-mask path): dropped tokens are
-masked out of attention rather than removed, and the selection is made again at every
-decoding step; selection layer 2 and 100 of 576 vision tokens kept (``keep_ratio`` 0.17) for
-LLaVA-1.5. The reference's other path removes the tokens (FastV in place, "KV-cache not
-supported": it recomputes the whole sequence every step). Removed tokens would let the
-amateur's prompt pass skip most image positions past the selection layer, but an amateur
-whose deep layers hold fewer positions can no longer share the expert's batch (each layer's
-cache must hold the same positions for every row), so every step would cost a second,
-sequential pass; masked, the amateur is one more row of the same batch, which on a GPU (and
-on this CPU in bfloat16) costs about nothing per token (model card, "Performance on real
-model shapes"). Defaults: alpha 1 and beta 0.1 as the paper states them, greedy on the contrast.
+Following the reference code (huofushuo/SID, its attention-mask path), by default
+(``prune="mask"``): dropped tokens are masked out of attention rather than removed, and the
+selection is made again at every decoding step; selection layer 2 and 100 of 576 vision tokens
+kept (``keep_ratio`` 0.17) for LLaVA-1.5. Masked, the amateur is one more row of the expert's
+batch, which on a GPU (and on this CPU in bfloat16) costs about nothing per token (model card,
+"Performance on real model shapes"), but its prompt pass computes every dropped token in every
+layer.
+
+``prune="drop"`` removes them, as the paper's low-cost claim implies: the kept tokens are
+selected once, from the last prompt position's attention, and the amateur's layers from
+``layer`` on compute the prompt without the dropped tokens (the ``kept_positions``
+intervention site, :mod:`studio.engine.pruning`); their cache entries are zeros that every
+later step masks, so the amateur keeps sharing the expert's batch. A departure from the
+reference code, named: the selection is not made again at later steps (a removed token cannot
+come back without the cache entries it never got; the reference's own removing path, FastV in
+place, "KV-cache not supported", recomputes the whole sequence every step to re-select). It
+equals ``prune="mask"`` with the selection frozen at the prompt (tested on every family).
 
 Presets: ``paper`` (alpha 1, beta 0.1, 100 of 576 tokens kept) and ``reference-code``
 (its POPE script: alpha 0.5, and its greedy path applies no plausibility constraint, beta 0;
 100 kept tokens). The reference's CHAIR script keeps 50 of 576: add ``keep_ratio=0.087``.
 
-Mechanism: two kinds of :class:`~studio.interventions.Intervention` on the amateur rows of
-the :class:`~studio.decoding.contrastive.ContrastiveBatch` (never the experts): a read of the
+Mechanism: :class:`~studio.interventions.Intervention` values on the amateur rows of the
+:class:`~studio.decoding.contrastive.ContrastiveBatch` (never the experts): a read of the
 attention inputs at ``layer - 1`` (queries, keys, mask) from which the last position's
-attention is computed as the kernel computes it, selecting the kept tokens at every pass, and
-an edit of the attention mask at ``layer`` and after that hides the dropped ones. Both go
-through the model's own attention kernel (no switch to eager attention).
+attention is computed as the kernel computes it, selecting the kept tokens (every pass; with
+``drop`` the prompt pass only), an edit of the attention mask at ``layer`` and after that hides
+the dropped ones (with ``drop``: at generated steps), and with ``drop`` the removal of the
+dropped positions from those layers in the prompt pass. All go through the model's own
+attention kernel (no switch to eager attention).
 """
 from __future__ import annotations
 
@@ -93,7 +101,8 @@ class CT2SState:
 @dataclass(frozen=True)
 class SID(ContrastiveStrategy):
     """Self-introspective decoding; ``layer`` >= 1 within the model (None: 2, or the last layer
-    of a shallower model), ``keep_ratio`` in (0, 1]."""
+    of a shallower model), ``keep_ratio`` in (0, 1], ``prune`` "mask" (reference code: re-selected
+    every step) or "drop" (selected once, removed from the amateur's prompt pass)."""
 
     layer: int | None = None
     keep_ratio: float = 0.17

@@ -71,9 +71,10 @@ class Pruning:
             length = hidden.shape[1]
             cache.update(_merged(whole.keys, part.keys, index, rows, others, length),
                          _merged(whole.values, part.values, index, rows, others, length), part.layer_idx)
-        out = hidden.clone()
-        out[others] = out_whole
-        out[rows] = hidden[rows].scatter(1, index[..., None].expand(-1, -1, hidden.shape[-1]), out_part)
+        out = hidden.clone()  # on the device the states came from (a split model's layer may compute elsewhere)
+        out[others] = out_whole.to(hidden.device)
+        out[rows] = hidden[rows].scatter(1, index[..., None].expand(-1, -1, hidden.shape[-1]),
+                                         out_part.to(hidden.device))
         return out
 
 
@@ -144,10 +145,10 @@ def _merged(whole: torch.Tensor | None, part: torch.Tensor, index: torch.Tensor,
             others: list[int], length: int) -> torch.Tensor:
     """Keys or values [B, H, length, d]: ``whole`` for ``others``, ``part`` scattered at ``index``
     and zeros elsewhere for ``rows``."""
-    batch = len(rows) + len(others)
+    batch, index = len(rows) + len(others), index.to(part.device)
     out = part.new_zeros(batch, part.shape[1], length, part.shape[3])
     if whole is not None:
-        out[others] = whole
+        out[others] = whole.to(part.device)
     out[rows] = out[rows].scatter(2, index[:, None, :, None].expand(-1, part.shape[1], -1, part.shape[3]), part)
     return out
 

@@ -30,6 +30,7 @@ from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
 from studio.engine.attention_reads import QueryKeyLog
 from studio.engine.errors import InputError, ResourceError, StudioError
 from studio.engine.features import image_features_reused
+from studio.engine.hooks import HookSpec, scoped_hooks
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
 from studio.engine.prefix import decode_with_shared_prefix
@@ -465,13 +466,17 @@ class ModelSession:
         extra = {"return_dict_in_generate": True, "output_logits": True,
                  "output_scores": strategy.do_sample} if output_logits else {}  # scores differ from logits only then
 
+        rows = batch.inputs["input_ids"].shape[0]
+        layout = [HookSpec(self.adapter.unembedding(), _contiguous_input, "pre")] if rows > 1 else []
+
         def run():
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
-            return self.model.generate(
-                **batch.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
-                logits_processor=plan.processors, eos_token_id=self.eos_ids,
-                pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
+            with scoped_hooks(layout):
+                return self.model.generate(
+                    **batch.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                    logits_processor=plan.processors, eos_token_id=self.eos_ids,
+                    pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
         with self.attention_implementation(plan.attention, text_only=True):
             return self.call(run, [*plan.interventions, *interventions], generating=True), plan
 
@@ -545,6 +550,19 @@ def check_new_tokens(max_new_tokens: int) -> int:
         raise InputError(f"max_new_tokens must be a whole number between 1 and {MAX_NEW_TOKENS}; "
                          f"got {max_new_tokens!r}")
     return max_new_tokens
+
+
+def _contiguous_input(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """The unembedding's input, contiguous. With several rows, the prompt pass hands it each row's
+    last position ([B, 1, d] sliced from [B, L, d]), which is not; torch's matmul then multiplies
+    by a copy of the weight expanded over the rows instead of one matrix product (at a 152k
+    vocabulary in bfloat16: 467 MB copied per row, 3 s of a 2-row prompt pass on 2 CPU cores)."""
+    value = args[0] if args else kwargs.get("input")
+    if not isinstance(value, torch.Tensor) or value.is_contiguous():
+        return None
+    if args:
+        return (value.contiguous(), *args[1:]), kwargs
+    return args, {**kwargs, "input": value.contiguous()}
 
 
 def _keep_row0(states: dict, layer: int, value: torch.Tensor) -> None:

@@ -95,3 +95,16 @@ def test_sid_keeps_what_the_model_attends_least_at_the_layer_before(untrained_wo
     importance = attention[0, :, -1].float().mean(0)[images]
     expected = [images[i] for i in importance.argsort()[:16].tolist()]
     assert out.trace["kept"][0] == expected
+
+
+def test_the_unembedding_of_several_rows_gets_a_contiguous_input(untrained_world, prepared):
+    """Each row's last prompt position, sliced from [B, L, d], is not contiguous for B > 1, and
+    torch then multiplies by a copy of the unembedding expanded over the rows."""
+    seen = []
+    head = untrained_world.adapter.unembedding()
+    handle = head.register_forward_hook(lambda m, args, out: seen.append((args[0].shape[0], args[0].is_contiguous())))
+    try:
+        untrained_world.generate(prepared, 3, strategy_by_name("vcd"))
+    finally:
+        handle.remove()
+    assert seen == [(2, True)] * 3
