@@ -14,9 +14,7 @@ from studio.decoding.sid import SID
 from studio.engine.errors import InputError
 from studio.engine.hooks import hook_count
 from studio.engine.pruning import Pruning, pruned
-from studio.engine.session import ModelSession
 from studio.interventions import Intervention, intervene
-from tiny_models import FAMILIES, build_tiny, sample_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +27,6 @@ class MaskedOnce(SID):
         read, _, *masks = plan.interventions
         masks = [dataclasses.replace(m, phase="both") for m in masks]
         return DecodePlan(plan.processors, [read, *masks], None, plan.trace)
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    model, processor = build_tiny(request.param)
-    session = ModelSession(model, processor)
-    return session, session.prepare(sample_image(32, 32), "what is this ?")
 
 
 def test_dropping_equals_masking_the_tokens_selected_at_the_prompt(family):

@@ -9,8 +9,6 @@ from studio.decoding.contrastive import contrast
 from studio.decoding.vcd import alpha_bar, diffuse
 from studio.engine.errors import InputError
 from studio.engine.hooks import hook_count
-from studio.engine.session import ModelSession
-from tiny_models import FAMILIES, build_tiny, sample_image
 
 CONTRASTIVE = ("vcd", "sid", "icd")
 
@@ -20,13 +18,6 @@ def digest(model) -> str:
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode() + t.detach().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-@pytest.fixture(scope="module", params=FAMILIES)
-def family(request):
-    model, processor = build_tiny(request.param)
-    session = ModelSession(model, processor)
-    return session, session.prepare(sample_image(32, 32), "what is this ?")
 
 
 def test_alpha_zero_is_greedy_and_nothing_is_left_behind(family):
