@@ -575,10 +575,11 @@ def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[st
             *decoding_rows(decoded)]
 
 
-def bench_decoding(shape: dict, timer: Timer, tokens: int, methods: tuple[str, ...] = METHODS) -> None:
+def bench_decoding(shape: dict, timer: Timer, tokens: int, methods: tuple[str, ...] = METHODS,
+                   quick: bool = False) -> None:
     """Only the decoding rows of ``shape`` (the Mitigate ``methods`` and plain ``model.generate``),
     printed: a shorter run for when the full table's other steps are already measured."""
-    built = build(shape, False)
+    built = build(shape, quick)
     request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, tokens)
     print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters, "
           f"{shape['dtype']}")
@@ -594,10 +595,10 @@ def plain_forward(session: ModelSession, inputs: dict) -> None:
         session.model(**inputs)
 
 
-def bench_attribution(shape: dict, timer: Timer) -> None:
+def bench_attribution(shape: dict, timer: Timer, quick: bool = False) -> None:
     """Only the attribution estimate of ``shape`` against one plain forward, printed: a shorter
     run for when the full table's other steps are already measured."""
-    built = build(shape, False)
+    built = build(shape, quick)
     session = built.session
     request = ProbeRequest(sample_image(*shape["image_size"], seed=SEED), PROMPT, NEW_TOKENS)
     run = checked_run(shape, compute_run(session, request), request)
@@ -740,10 +741,11 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     reports = []
     for shape in shapes:
         if args.decoding_only:
-            bench_decoding(shape, timer, args.decoding_only, tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+            bench_decoding(shape, timer, args.decoding_only, tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+                           args.quick)
             continue
         if args.attribution_only:
-            bench_attribution(shape, timer)
+            bench_attribution(shape, timer, args.quick)
             release_memory()
             continue
         reports.append(bench_shape(shape, args.quick, timer, attribution_budget))

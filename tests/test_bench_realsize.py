@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.realsize import ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +67,21 @@ def test_decoding_calls_alternate_so_a_drift_falls_on_each_alike():
     costs = Timer(repeats=4, budget=1e9).measure_each({name: (lambda n=name: calls.append(n)) for name in "abc"})
     assert calls == list("abccbaabccba")
     assert [costs[name].samples for name in "abc"] == [4, 4, 4]
+
+
+def test_the_shorter_runs_keep_quick_mode(monkeypatch):
+    """``--decoding-only`` and ``--attribution-only`` build the 2-layer models under ``--quick``."""
+    import bench.realsize as realsize
+    built: list[bool] = []
+
+    class Built(Exception):
+        pass
+
+    def stop(shape, quick):
+        built.append(quick)
+        raise Built
+    monkeypatch.setattr(realsize, "build", stop)
+    for mode in (["--decoding-only", "4"], ["--attribution-only"]):
+        with pytest.raises(Built):
+            realsize.main([*mode, "--quick", "--shapes", "smolvlm-256m"])
+    assert built == [True, True]
