@@ -483,6 +483,11 @@ class StepClock:
         return timed
 
 
+def method_of(name: str) -> tuple[str, dict]:
+    """A bench method's Mitigate method and the parameters it adds to the tab's (see VARIANTS)."""
+    return VARIANTS.get(name, (name, {}))
+
+
 def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
                      methods: tuple[str, ...] = METHODS) -> dict[str, Decoding]:
     """Each Mitigate method (of ``methods``; greedy always) through ``session.generate`` with the
@@ -492,10 +497,10 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     short generate (the first call after building ran a fifth to a half slower, which fell on
     whichever method came first)."""
     prepared = session.prepare(request.image, request.prompt)
-    bases = [VARIANTS.get(m, (m, {}))[0] for m in ("greedy", *methods)]
-    tab = method_settings(list(dict.fromkeys(bases)), sid_layer=sid_layer(session), **MITIGATE_DEFAULTS)
-    settings = {m: {**tab[base], **extra} for m in dict.fromkeys(("greedy", *methods))
-                for base, extra in [VARIANTS.get(m, (m, {}))]}
+    names = list(dict.fromkeys(("greedy", *methods)))
+    tab = method_settings(list(dict.fromkeys(method_of(m)[0] for m in names)), sid_layer=sid_layer(session),
+                          **MITIGATE_DEFAULTS)
+    strategies = {m: strategy_by_name(base, **{**tab[base], **extra}) for m in names for base, extra in [method_of(m)]}
     tokens = request.max_new_tokens
 
     def plain() -> torch.Tensor:
@@ -503,9 +508,8 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
             return session.model.generate(**prepared.inputs, max_new_tokens=tokens, min_new_tokens=tokens,
                                           do_sample=False, eos_token_id=session.eos_ids,
                                           pad_token_id=session.tokenizer.pad_token_id)
-    decode = {name: (lambda s=strategy_by_name(VARIANTS.get(name, (name, {}))[0], **params):
-                     session.generate(prepared, max_new_tokens=tokens, strategy=s))
-              for name, params in settings.items()}
+    decode = {name: (lambda s=strategy: session.generate(prepared, max_new_tokens=tokens, strategy=s))
+              for name, strategy in strategies.items()}
     # plain next to greedy, so each round's reversal (A B ... B A) keeps the two side by side
     calls: dict[str, Callable[[], object]] = {"greedy": decode.pop("greedy"), "plain": plain, **decode}
     with torch.inference_mode():  # untimed: a model's first generate pays one-off costs (here up to 1.5x)

@@ -146,15 +146,13 @@ class SID(ContrastiveStrategy):
         positions = torch.stack([(ids[r] == session.adapter.image_token_id()).nonzero().flatten() for r in rows])
         state = CT2SState(positions.cpu(), self.keep_ratio)
         layer = self.selection_layer(session)
-        if self.prune == "drop":  # select once, remove from the prompt pass, mask the same at later steps
-            interventions = [Intervention("attention_inputs", layer - 1, _reader(state), "prompt", rows=rows),
-                             Intervention("kept_positions", layer, state.kept_positions, "prompt", rows=rows)]
-            interventions += [Intervention("attention_mask", i, state.mask_dropped, "generated", rows=rows)
-                              for i in range(layer, session.n_layers)]
-        else:
-            interventions = [Intervention("attention_inputs", layer - 1, _reader(state), rows=rows)]
-            interventions += [Intervention("attention_mask", i, state.mask_dropped, rows=rows)
-                              for i in range(layer, session.n_layers)]
+        drop = self.prune == "drop"  # select once, remove from the prompt pass, mask the same at later steps
+        interventions = [Intervention("attention_inputs", layer - 1, _reader(state), "prompt" if drop else "both",
+                                      rows=rows)]
+        if drop:
+            interventions.append(Intervention("kept_positions", layer, state.kept_positions, "prompt", rows=rows))
+        interventions += [Intervention("attention_mask", i, state.mask_dropped, "generated" if drop else "both",
+                                       rows=rows) for i in range(layer, session.n_layers)]
         plan = super().plan(session, batch)
         plan.trace.update(kept=state.kept_per_step, image_positions=positions[0].tolist())
         return DecodePlan(plan.processors, interventions, None, plan.trace)
