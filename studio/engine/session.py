@@ -29,7 +29,7 @@ from studio.adapters import Adapter, TokenMap, adapter_for
 from studio.decoding import DecodeBatch, DecodingStrategy, Greedy
 from studio.engine.attention_reads import QueryKeyLog
 from studio.engine.errors import InputError, ResourceError, StudioError
-from studio.engine.features import image_features_reused
+from studio.engine.features import image_features_reused, images_encoded_once
 from studio.engine.hooks import HookSpec, scoped_hooks
 from studio.engine.images import ImageLike, load_image
 from studio.engine.loading import LoadedModel, load_model
@@ -458,7 +458,9 @@ class ModelSession:
 
     def _decode(self, batch: DecodeBatch, strategy: DecodingStrategy, max_new_tokens: int,
                 interventions: Sequence[Intervention], output_logits: bool = False):
-        """``model.generate`` over ``batch`` under ``strategy``'s plan; (output, plan)."""
+        """``model.generate`` over ``batch`` under ``strategy``'s plan; (output, plan). Rows that
+        repeat other rows' images (SID's and ICD's amateurs) get them encoded once
+        (:func:`studio.engine.features.images_encoded_once`)."""
         plan = strategy.plan(self, batch)
         if interventions and batch.inputs["input_ids"].shape[0] != batch.answers:
             rows = tuple(range(batch.answers))
@@ -472,9 +474,10 @@ class ModelSession:
         def run():
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
+            inputs = images_encoded_once(self.model, batch.inputs) if rows > 1 else batch.inputs
             with scoped_hooks(layout):
                 return self.model.generate(
-                    **batch.inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                    **inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
                     logits_processor=plan.processors, eos_token_id=self.eos_ids,
                     pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
         with self.attention_implementation(plan.attention, text_only=True):
