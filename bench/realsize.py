@@ -131,10 +131,11 @@ PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
 METHODS = ("greedy", "vcd", "sid", "sid-drop", "icd")
 VARIANTS = {"sid-drop": ("sid", {"prune": "drop"})}
 ROW_TWO_ROWS = "2-row step floor: linear 2 rows"
+ROW_SLICED = "unembedding: last position sliced"
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
                          *(f"Mitigate: {m}: {part}" for m in METHODS for part in (PROMPT_PASS, PER_TOKEN)),
-                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_TWO_ROWS)
+                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_TWO_ROWS, ROW_SLICED)
 
 
 def load_shape(name: str) -> dict:
@@ -542,6 +543,26 @@ def two_row_cost(session: ModelSession, calls: int = 20) -> Row:
                0, calls)
 
 
+def sliced_unembedding_cost(session: ModelSession, length: int, calls: int = 3) -> Row:
+    """What one row's prompt pass pays in the unembedding: ``F.linear`` of the last position
+    sliced from [1, ``length``, d], as generation hands it (it keeps the stride of ``length``),
+    against the same values in a fresh tensor (median of ``calls``). Greedy decoding, like plain
+    ``model.generate``, pays the first; the studio's hooked passes (several rows, reads) the second."""
+    weight = session.adapter.unembedding().weight
+    states = torch.randn(1, length, weight.shape[1], dtype=weight.dtype)
+    inputs = {"sliced": states[:, -1:, :], "fresh": states[:, -1:, :].clone(memory_format=torch.contiguous_format)}
+    seconds = {}
+    with torch.inference_mode():
+        for name, x in inputs.items():
+            times = []
+            for _ in range(calls + 1):  # the first call untimed
+                start = time.perf_counter()
+                torch.nn.functional.linear(x, weight)
+                times.append(time.perf_counter() - start)
+            seconds[name] = statistics.median(times[1:])
+    return Row(ROW_SLICED, seconds["sliced"] * 1e3, "ms", seconds["sliced"] / seconds["fresh"], "fresh", 0, calls)
+
+
 def decoding_rows(decoded: dict[str, Decoding]) -> list[Row]:
     """Each method's prompt pass and per-token cost against greedy's; greedy's against plain ``model.generate``."""
     greedy, plain = decoded["greedy"], decoded["plain"]
@@ -588,7 +609,8 @@ def bench_decoding(shape: dict, timer: Timer, tokens: int, methods: tuple[str, .
     print(f"\n== {shape['name']}: decoding only, {tokens} tokens, {built.parameters / 1e6:,.0f} M parameters, "
           f"{shape['dtype']}")
     decoded = measure_decoding(built.session, request, timer, methods)
-    for row in [*decoding_rows(decoded), two_row_cost(built.session)]:
+    length = built.session.prepare(request.image, request.prompt).length
+    for row in [*decoding_rows(decoded), two_row_cost(built.session), sliced_unembedding_cost(built.session, length)]:
         print(f"   {row.label:<40}{_number(row.value) + ' ' + row.unit:>16}  {_number(row.ratio)} x {row.basis}"
               f"{row.peak_bytes / 2**20:>10.0f} MiB{row.samples:>4}")
 
@@ -646,7 +668,7 @@ def bench_shape(shape: dict, quick: bool, timer: Timer, attribution_budget: floa
         build_seconds=built.seconds, image_size=shape["image_size"], image_tokens=len(run.token_map.image_positions),
         prompt_tokens=run.prepared.length, answer_tokens=len(answer),
         rows=[*table_rows(forward, run_cost, {name: cost for name, (cost, _) in probes.items()}, views, attribution,
-                          decoded), two_row_cost(session)],
+                          decoded), two_row_cost(session), sliced_unembedding_cost(session, run.prepared.length)],
         attribution={"evaluations": plan.evaluations, "reused_evaluations": plan.reused_evaluations,
                      "ig_steps": plan.ig_steps, "summary": plan.summary(),
                      "forward_seconds": plan.forward.seconds, "reused_seconds": plan.reused.seconds,

@@ -17,7 +17,7 @@ from bench.realsize import ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = ("smolvlm-256m", "qwen2-vl-2b")
-RATIO = re.compile(r"(?:est\. )?(?P<ratio>[0-9][0-9.,]*) x (?:forward|greedy|model\.generate|1 row)\b")
+RATIO = re.compile(r"(?:est\. )?(?P<ratio>[0-9][0-9.,]*) x (?:forward|greedy|model\.generate|1 row|fresh)\b")
 
 
 def tables(stdout: str) -> dict[str, dict[str, str]]:

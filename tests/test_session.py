@@ -152,3 +152,28 @@ def test_generate_with_nothing_applied_adds_no_hook_and_decodes_as_model_generat
     assert [t.id for t in generation.tokens] == [t for t in new if t not in session.eos_ids][:len(generation.tokens)]
     assert [t.prob for t in generation.tokens] == [
         float(torch.softmax(step[0].float(), -1)[t]) for step, t in zip(plain.logits, new)][:len(generation.tokens)]
+
+
+@pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
+def test_a_read_run_hands_the_unembedding_canonical_strides_and_decodes_as_model_generate(family):
+    """The prompt pass slices the last position from [1, L, d], which keeps the stride of L (in
+    bfloat16 on a CPU, a 152k-word unembedding of it took seconds); a run that reads the model
+    anyway hands it a fresh copy. The answer's scores stay plain model.generate's, bit for bit."""
+    from studio.engine.session import ModelSession
+    from tiny_models import build_tiny, sample_image
+    session = ModelSession(*build_tiny(family))
+    prepared = session.prepare(sample_image(40, 24), "what is this ?")
+    strides = []
+    handle = session.adapter.unembedding().register_forward_hook(
+        lambda m, args, out: strides.append(args[0].stride() == torch.empty(args[0].shape).stride()))
+    try:
+        run = session.read_generation(prepared, max_new_tokens=4)
+    finally:
+        handle.remove()
+    with torch.inference_mode():
+        plain = session.model.generate(**prepared.inputs, max_new_tokens=5, do_sample=False, eos_token_id=session.eos_ids,
+                                       pad_token_id=session.tokenizer.pad_token_id, return_dict_in_generate=True,
+                                       output_logits=True)
+    assert strides and all(strides), "every call of the unembedding saw canonical strides"
+    answer = len(run.generation.tokens)
+    assert answer and torch.equal(run.answer_logits, torch.stack([s[0].float() for s in plain.logits[:answer]]))

@@ -99,7 +99,8 @@ def test_sid_keeps_what_the_model_attends_least_at_the_layer_before(untrained_wo
 
 def test_the_unembedding_of_several_rows_gets_a_contiguous_input(untrained_world, prepared):
     """Each row's last prompt position, sliced from [B, L, d], is not contiguous for B > 1, and
-    torch then multiplies by a copy of the unembedding expanded over the rows."""
+    torch then multiplies by a copy of the unembedding expanded over the rows (one row: see
+    ``tests/test_session.py``)."""
     seen = []
     head = untrained_world.adapter.unembedding()
     handle = head.register_forward_hook(lambda m, args, out: seen.append((args[0].shape[0], args[0].is_contiguous())))
