@@ -155,10 +155,11 @@ def test_generate_with_nothing_applied_adds_no_hook_and_decodes_as_model_generat
 
 
 @pytest.mark.parametrize("family", ["idefics3", "qwen2_vl"])
-def test_a_read_run_hands_the_unembedding_canonical_strides_and_decodes_as_model_generate(family):
+def test_studio_passes_hand_the_unembedding_canonical_strides(family):
     """The prompt pass slices the last position from [1, L, d], which keeps the stride of L (in
-    bfloat16 on a CPU, a 152k-word unembedding of it took seconds); a run that reads the model
-    anyway hands it a fresh copy. The answer's scores stay plain model.generate's, bit for bit."""
+    bfloat16 on a CPU, a 152k-word unembedding of it took seconds); every studio call but plain
+    greedy decoding (the run, drift's passes, attribution's evaluations) hands it a fresh copy.
+    The answer's scores stay plain model.generate's bit for bit, and the read states a plain pass's."""
     from studio.engine.session import ModelSession
     from tiny_models import build_tiny, sample_image
     session = ModelSession(*build_tiny(family))
@@ -168,12 +169,17 @@ def test_a_read_run_hands_the_unembedding_canonical_strides_and_decodes_as_model
         lambda m, args, out: strides.append(args[0].stride() == torch.empty(args[0].shape).stride()))
     try:
         run = session.read_generation(prepared, max_new_tokens=4)
+        states = session.last_states(prepared)  # drift's passes: one position projected, every layer read
+        session.call(lambda: session.model(**prepared.inputs, logits_to_keep=1))  # as attribution evaluates
     finally:
         handle.remove()
     with torch.inference_mode():
         plain = session.model.generate(**prepared.inputs, max_new_tokens=5, do_sample=False, eos_token_id=session.eos_ids,
                                        pad_token_id=session.tokenizer.pad_token_id, return_dict_in_generate=True,
                                        output_logits=True)
-    assert strides and all(strides), "every call of the unembedding saw canonical strides"
+    assert len(strides) == len(plain.logits) + 2 and all(strides), "every call of the unembedding saw canonical strides"
     answer = len(run.generation.tokens)
     assert answer and torch.equal(run.answer_logits, torch.stack([s[0].float() for s in plain.logits[:answer]]))
+    with torch.inference_mode():
+        hidden = session.model(**prepared.inputs, output_hidden_states=True).hidden_states
+    assert torch.equal(states[0], hidden[1][0, -1]) and torch.equal(states[-2], hidden[-2][0, -1])

@@ -258,7 +258,8 @@ class ModelSession:
         return tmap
 
     def call(self, fn: Callable[[], T], interventions: Sequence[Intervention] = (), generating: bool = False,
-             grad: bool = False, recompute: Recompute = None, reuse_image_features: bool = False) -> T:
+             grad: bool = False, recompute: Recompute = None, reuse_image_features: bool = False,
+             hook_free: bool = False) -> T:
         """Run ``fn`` (which calls the model) as one request: under the session lock, without
         autograd unless ``grad``, with ``interventions`` applied (``generating``: the first
         forward is the prompt pass, later ones generated steps) and out-of-memory turned into a
@@ -266,13 +267,20 @@ class ModelSession:
         layer ("all") recompute their activations in the backward pass instead of keeping them
         (:mod:`studio.engine.recompute`; the model must then be called with ``use_cache=False``,
         or a decoder layer's replay would see its own keys twice); ``reuse_image_features``: a
-        pixel tensor seen again is not encoded again (:mod:`studio.engine.features`). Every model call of the
-        studio goes through here, so on ZeroGPU hardware this is where the call is handed to a
-        ``spaces.GPU`` function (:func:`on_gpu`)."""
+        pixel tensor seen again is not encoded again (:mod:`studio.engine.features`). The
+        unembedding gets its inputs with canonical strides (:func:`_canonical_input`; the same
+        values, computed much faster in bfloat16 on a CPU) unless ``hook_free``: a call without
+        interventions that must add no hook at all (greedy decoding with nothing applied, which
+        is plain ``model.generate``). Every model call of the studio goes through here, so on ZeroGPU hardware
+        this is where the call is handed to a ``spaces.GPU`` function (:func:`on_gpu`)."""
         adapter = self.adapter
 
         if recompute not in (None, "vision", "all"):
             raise StudioError(f"recompute must be None, 'vision' or 'all'; got {recompute!r}")
+
+        layout = [] if hook_free else [HookSpec(adapter.unembedding(), _canonical_input, "pre")]
+        if hook_free and interventions:
+            raise StudioError("a hook-free call cannot apply interventions")
 
         def body() -> T:
             view_encoder = adapter.view_encoder() if recompute is not None else None
@@ -280,7 +288,8 @@ class ModelSession:
                     self.model, adapter.decoder_layers(), adapter.attention_modules(), interventions,
                     generating, self._image_token_id()), \
                     recomputing(self.model, recompute, adapter.decoder_layers(), view_encoder), \
-                    (image_features_reused(self.model) if reuse_image_features else nullcontext()):
+                    (image_features_reused(self.model) if reuse_image_features else nullcontext()), \
+                    scoped_hooks(layout):
                 return fn()
         with self.lock:
             return on_gpu(body)
@@ -469,20 +478,18 @@ class ModelSession:
                  "output_scores": strategy.do_sample} if output_logits else {}  # scores differ from logits only then
 
         rows = batch.inputs["input_ids"].shape[0]
-        hooked = rows > 1 or bool(interventions or plan.interventions)  # plain greedy stays hook-free
-        layout = [HookSpec(self.adapter.unembedding(), _canonical_input, "pre")] if hooked else []
 
         def run():
             if strategy.seed is not None:
                 torch.manual_seed(strategy.seed)
             inputs = images_encoded_once(self.model, batch.inputs) if rows > 1 else batch.inputs
-            with scoped_hooks(layout):
-                return self.model.generate(
-                    **inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
-                    logits_processor=plan.processors, eos_token_id=self.eos_ids,
-                    pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
+            return self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=strategy.do_sample,
+                logits_processor=plan.processors, eos_token_id=self.eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id, **extra, **_sampling_defaults(strategy))
         with self.attention_implementation(plan.attention, text_only=True):
-            return self.call(run, [*plan.interventions, *interventions], generating=True), plan
+            edits = [*plan.interventions, *interventions]
+            return self.call(run, edits, generating=True, hook_free=rows == 1 and not edits), plan
 
     def decode_answer(self, ids) -> str:
         """Generated token ids as text, without special tokens."""
