@@ -1,4 +1,8 @@
 """ModelSession on the embedded world model: token map, capture, lens identity, generation."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -183,3 +187,62 @@ def test_studio_passes_hand_the_unembedding_canonical_strides(family):
     with torch.inference_mode():
         hidden = session.model(**prepared.inputs, output_hidden_states=True).hidden_states
     assert torch.equal(states[0], hidden[1][0, -1]) and torch.equal(states[-2], hidden[-2][0, -1])
+
+
+class _Overlaps:
+    """Counts how many threads are inside a wrapped callable at once (each call lingers a little,
+    so two unserialised calls overlap)."""
+
+    def __init__(self) -> None:
+        self.inside = 0
+        self.most = 0
+        self.guard = threading.Lock()
+
+    def wrap(self, fn):
+        def counted(*args, **kwargs):
+            with self.guard:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            try:
+                time.sleep(0.005)
+                return fn(*args, **kwargs)
+            finally:
+                with self.guard:
+                    self.inside -= 1
+        return counted
+
+
+class _CountedProcessor:
+    def __init__(self, processor, overlaps: _Overlaps) -> None:
+        self._processor = processor
+        self._call = overlaps.wrap(processor)
+
+    def __call__(self, *args, **kwargs):
+        return self._call(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+
+def test_concurrent_requests_never_share_the_tokenizer_at_once(embedded, monkeypatch):
+    """A fast tokenizer sets its padding on the shared Rust object at each call: two requests
+    encoding at once gave a padded ICD batch another request's "no padding" (a CI failure). Every
+    processor and tokenizer call of the session is serialised, and the batches stay right."""
+    overlaps = _Overlaps()
+    monkeypatch.setattr(embedded, "processor", _CountedProcessor(embedded.processor, overlaps))
+    monkeypatch.setattr(embedded.tokenizer, "decode", overlaps.wrap(embedded.tokenizer.decode))
+    image = render(sample_scene(0))
+    prompts = ["what color is it ?", "describe the image . what color is the diamond next to the square ?"]
+    alone = embedded.batch_inputs([image, image], prompts)["input_ids"]
+
+    def request(i: int) -> torch.Tensor | None:
+        if i % 2:
+            return embedded.batch_inputs([image, image], prompts)["input_ids"]
+        embedded.prepare(image, prompts[0])
+        embedded.decode_answer([5, 6, 7])
+        return None
+
+    with ThreadPoolExecutor(6) as pool:
+        batches = [b for b in pool.map(request, range(24)) if b is not None]
+    assert overlaps.most == 1
+    assert len(batches) == 12 and all(torch.equal(b, alone) for b in batches)

@@ -108,7 +108,12 @@ class ForwardResult:
 
 
 class ModelSession:
-    """One model ready for probing; build with :meth:`load` (or from a model and processor)."""
+    """One model ready for probing; build with :meth:`load` (or from a model and processor).
+
+    ``lock`` serialises model calls; ``text_lock`` serialises tokenizer and processor calls: a fast
+    tokenizer sets its padding on the shared Rust object at every call (transformers #47085), so
+    a padded batch encoded while another request encodes one prompt could lose its padding.
+    """
 
     def __init__(self, model, processor, source: str = "in-memory", device: str | None = None,
                  objects: tuple[str, ...] = ()) -> None:
@@ -119,6 +124,7 @@ class ModelSession:
         self.source = source
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.lock = threading.RLock()
+        self.text_lock = threading.Lock()
         self.objects = tuple(objects)
 
     @classmethod
@@ -179,7 +185,8 @@ class ModelSession:
         if parameter is not None and parameter.default is inspect.Parameter.empty:
             return True
         try:
-            self.processor(text=["a"], return_tensors="pt")
+            with self.text_lock:
+                self.processor(text=["a"], return_tensors="pt")
         except (ValueError, TypeError):
             return True
         return False
@@ -200,7 +207,8 @@ class ModelSession:
         if bos and text and all(t.startswith(bos) for t in text):
             kwargs["add_special_tokens"] = False  # the chat template wrote the one <bos>
         try:
-            out = self.processor(**kwargs)
+            with self.text_lock:
+                out = self.processor(**kwargs)
         except (ValueError, RuntimeError, IndexError, ZeroDivisionError) as err:
             sizes = ", ".join(f"{i.size[0]}x{i.size[1]}" for i in pictures) or "no"
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
@@ -238,7 +246,8 @@ class ModelSession:
     def _processor_places_images(self) -> bool:
         """Whether the processor itself puts image tokens into a text that has none."""
         try:
-            ids = self.processor(text=["a"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")["input_ids"]
+            with self.text_lock:
+                ids = self.processor(text=["a"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")["input_ids"]
         except (ValueError, RuntimeError, KeyError, TypeError):
             return False
         return bool((ids == self._image_token_id()).any())
@@ -250,7 +259,8 @@ class ModelSession:
     def token_map(self, inputs: dict, image: Image.Image | None) -> TokenMap:
         """Token strings of every position, and the patch each image token covers."""
         ids = inputs["input_ids"][0].cpu()
-        tokens = [self.tokenizer.decode([int(i)]) for i in ids]
+        with self.text_lock:
+            tokens = [self.tokenizer.decode([int(i)]) for i in ids]
         tmap = TokenMap(input_ids=ids.tolist(), tokens=tokens)
         if image is not None:
             tmap.image_size = image.size
@@ -493,7 +503,8 @@ class ModelSession:
 
     def decode_answer(self, ids) -> str:
         """Generated token ids as text, without special tokens."""
-        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        with self.text_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     @property
     def eos_ids(self) -> list[int]:
@@ -523,7 +534,8 @@ class ModelSession:
 
     def decode_token(self, token_id: int) -> str:
         """A token as it reads inside running text (with its leading space where it has one)."""
-        text = self.tokenizer.decode([token_id])
+        with self.text_lock:
+            text = self.tokenizer.decode([token_id])
         piece = self.tokenizer.convert_ids_to_tokens(token_id)
         if isinstance(piece, str) and piece.startswith(("Ġ", "▁")):
             return text if text.startswith(" ") else " " + text

@@ -71,7 +71,8 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
 
 
 def _first_token(session, word: str) -> int:
-    return session.tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    with session.text_lock:
+        return session.tokenizer(word, add_special_tokens=False)["input_ids"][0]
 
 
 def _batches(session, items: list[ConflictItem], config: VectorConfig) -> list[tuple]:
