@@ -34,7 +34,7 @@ import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest, check_range
 from probes.layout import LayoutResult, layout_of
-from probes.logit_lens import lens_layers
+from probes.logit_lens import Softmax, lens_layers
 from probes.runs import Run
 from studio.engine.errors import InputError
 
@@ -146,10 +146,12 @@ def confidence_maps(session, run: Run, token_ids: list[int], images: list[int]) 
         return probs[rows][:, images][..., columns].amax(0).T.float()
     ids = torch.tensor(token_ids, dtype=torch.long)
 
+    softmax = Softmax()
+
     def decode() -> torch.Tensor:
         best = torch.zeros(len(token_ids), len(images))
         for layer in layers:
-            probs = torch.softmax(session.adapter.lens(run.hidden[layer, images]).float(), dim=-1)
+            probs = softmax(session.adapter.lens(run.hidden[layer, images]))
             best = torch.maximum(best, probs[:, ids].T.cpu())
         return best
     return session.call(decode)  # the lens is the model's final norm and unembedding: a model call

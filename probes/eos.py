@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from probes.base import Probe, ProbeParams, ProbeRequest, ProbeResult, check_range
+from probes.logit_lens import Softmax
 from probes.runs import Run
 from studio.engine.errors import StudioError
 
@@ -104,9 +105,11 @@ def end_probabilities(session, run: Run, end_ids: list[int], chunk: int) -> tupl
     parts: list[torch.Tensor] = []
     last: list[int] = []
 
+    softmax = Softmax()
+
     def decode() -> None:
         for start in range(0, len(positions), chunk):
-            probs = torch.softmax(session.adapter.lens(run.hidden[:, positions[start:start + chunk]]).float(), dim=-1)
+            probs = softmax(session.adapter.lens(run.hidden[:, positions[start:start + chunk]]))
             parts.append(probs[..., ids.to(probs.device)].cpu())
             last[:] = [int(probs[-1, -1].argmax())]
     session.call(decode)  # the final norm and unembedding are the model's: a model call like any other

@@ -63,3 +63,19 @@ def test_a_subset_holds_the_full_sweeps_rows_and_the_detector_maxes_over_it(embe
     assert torch.allclose(from_memo, by_hand.amax(0).T, atol=1e-6)
     assert torch.allclose(decoded, from_memo, atol=1e-6)
     cache_for(session).runs.clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_reused_softmax_buffer_gives_each_chunk_its_own_softmax(dtype):
+    """Chunks of different shapes through one buffer (larger, then smaller, then larger again and
+    on one more dimension): each result equals ``torch.softmax`` of its own logits in float32,
+    logits far beyond exp's range included (the maximum is subtracted first)."""
+    generator = torch.Generator().manual_seed(0)
+    softmax = lens.Softmax()
+    chunks = [torch.randn(6, 50, generator=generator) * 8, torch.randn(2, 50, generator=generator) * 8 + 500,
+              torch.randn(3, 4, 50, generator=generator) * 8 - 900]
+    for logits in (c.to(dtype) for c in chunks):
+        probs = softmax(logits)
+        assert probs.dtype == torch.float32 and probs.shape == logits.shape
+        torch.testing.assert_close(probs, torch.softmax(logits.float(), dim=-1), rtol=1e-5, atol=1e-7)
+    assert softmax.buffer is not None and softmax.buffer.numel() == 600  # grown once, to the largest chunk
