@@ -757,7 +757,9 @@ def main(argv: list[str] | None = None) -> list[ShapeReport]:
     saving the JSON after each shape, so a long run keeps what it finished), return the reports."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated names from bench/shapes/")
-    parser.add_argument("--repeats", type=int, default=None, help="calls per step, median taken (default 3; quick 1)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="calls per step, median taken; a decoding step's cost is the tenth percentile of "
+                             "every step of every call (default 3; quick 1)")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds a step's repeats may take; a slower step is called once (default 60)")
     parser.add_argument("--attribution-budget", type=float, default=None,
