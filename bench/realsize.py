@@ -19,7 +19,8 @@ its prompt pass (processing, image encoding and prefill, to the end of the first
 its per-token cost (each later step: forward and logits processors; the tenth percentile of
 every step of every call, see :class:`Decoding`), read by a clock on the
 model's forward in the same call, as ratios to greedy's, and ``session.generate``
-against plain ``model.generate`` on the same inputs with no hooks, both ways (the decoding
+against plain ``model.generate`` on the same inputs with no hooks, both ways, and plain
+``model.generate`` against itself, called again (what the run can resolve) (the decoding
 calls run in rounds of alternating order, so with ``--repeats`` of 2 or more and a ``--budget``
 that lets the rounds run, a drift of the machine falls on each alike). The last row is
 the kernel's price of a second batch row (``F.linear`` of the first decoder layer's largest
@@ -126,9 +127,11 @@ ROW_ATTRIBUTION = "attribution (default settings)"
 ROW_SESSION_PROMPT = "session.generate: prompt pass"
 ROW_SESSION = "session.generate: per token"
 ROW_PLAIN_GENERATE = "plain model.generate: per token"
+ROW_PLAIN_AGAIN = "plain model.generate again: per token"
 PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
 STEP_QUANTILE = 0.1  # a decoding step's cost: this quantile of the pooled steps (see Decoding)
-PAIR, PAIR_ROUNDS = ("greedy", "plain"), 4  # extra interleaved rounds of session greedy against model.generate
+# extra interleaved rounds of session greedy against model.generate, and of model.generate against itself
+PAIR, PAIR_ROUNDS = ("greedy", "plain", "plain again"), 4
 # Mitigate's methods that run on any model (anchors needs a text-to-image model, which no shape here has);
 # "sid-drop": SID with prune="drop" (the tab's "SID amateur: drop")
 METHODS = ("greedy", "vcd", "sid", "sid-drop", "icd")
@@ -138,7 +141,7 @@ ROW_SLICED = "unembedding: last position sliced"
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
                          *(f"Mitigate: {m}: {part}" for m in METHODS for part in (PROMPT_PASS, PER_TOKEN)),
-                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_TWO_ROWS, ROW_SLICED)
+                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_PLAIN_AGAIN, ROW_TWO_ROWS, ROW_SLICED)
 
 
 def load_shape(name: str) -> dict:
@@ -466,8 +469,9 @@ class Decoding:
     taken from calls interleaved with the other side's, compares the code (ten interleaved pairs
     of identical calls: ratio of call means 0.96-1.04, of pooled tenth percentiles 1.000). Greedy
     and plain ``model.generate``, whose ratio is held to 1.02, get :data:`PAIR_ROUNDS` more
-    interleaved rounds than the methods (with ``--repeats`` above 1). The pinned answer never
-    stops early."""
+    interleaved rounds than the methods (with ``--repeats`` above 1), and so does a second,
+    identical plain ``model.generate`` ("plain again"): its ratio to the first is what the run
+    can resolve. The pinned answer never stops early."""
 
     cost: Cost
     prompt: float
@@ -526,7 +530,8 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     decode = {name: (lambda s=strategy: session.generate(prepared, max_new_tokens=tokens, strategy=s))
               for name, strategy in strategies.items()}
     # plain next to greedy, so each round's reversal (A B ... B A) keeps the two side by side
-    calls: dict[str, Callable[[], object]] = {"greedy": decode.pop("greedy"), "plain": plain, **decode}
+    calls: dict[str, Callable[[], object]] = {"greedy": decode.pop("greedy"), "plain": plain, "plain again": plain,
+                                              **decode}
     with torch.inference_mode():  # untimed: a model's first generate pays one-off costs (here up to 1.5x)
         session.model.generate(**prepared.inputs, max_new_tokens=2, do_sample=False,
                                pad_token_id=session.tokenizer.pad_token_id)
@@ -587,10 +592,10 @@ def sliced_unembedding_cost(session: ModelSession, length: int, calls: int = 3) 
 
 def decoding_rows(decoded: dict[str, Decoding]) -> list[Row]:
     """Each method's prompt pass and per-token cost against greedy's; greedy's against plain ``model.generate``."""
-    greedy, plain = decoded["greedy"], decoded["plain"]
+    greedy, plain, again = decoded["greedy"], decoded["plain"], decoded["plain again"]
     rows = []
     for name, d in decoded.items():
-        if name == "plain":
+        if name in ("plain", "plain again"):
             continue
         rows.append(Row(f"Mitigate: {name}: {PROMPT_PASS}", d.prompt, "s", d.prompt / greedy.prompt, "greedy",
                         d.cost.peak_bytes, d.cost.samples))
@@ -601,7 +606,9 @@ def decoding_rows(decoded: dict[str, Decoding]) -> list[Row]:
                    Row(ROW_SESSION, greedy.per_token * 1e3, "ms/token", greedy.per_token / plain.per_token,
                        "model.generate", greedy.cost.peak_bytes, greedy.cost.samples),
                    Row(ROW_PLAIN_GENERATE, plain.per_token * 1e3, "ms/token", 1.0, "model.generate",
-                       plain.cost.peak_bytes, plain.cost.samples)]
+                       plain.cost.peak_bytes, plain.cost.samples),
+                   Row(ROW_PLAIN_AGAIN, again.per_token * 1e3, "ms/token", again.per_token / plain.per_token,
+                       "model.generate", again.cost.peak_bytes, again.cost.samples)]
 
 
 def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[str, Cost], attribution: Cost,
