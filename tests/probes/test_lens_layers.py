@@ -79,3 +79,32 @@ def test_the_reused_softmax_buffer_gives_each_chunk_its_own_softmax(dtype):
         assert probs.dtype == torch.float32 and probs.shape == logits.shape
         torch.testing.assert_close(probs, torch.softmax(logits.float(), dim=-1), rtol=1e-5, atol=1e-7)
     assert softmax.buffer is not None and softmax.buffer.numel() == 600  # grown once, to the largest chunk
+
+
+def test_words_beyond_the_exp_floor_get_its_probability_and_every_other_word_is_unchanged():
+    """Words more than ``-EXP_FLOOR`` below the row's top get ``exp(EXP_FLOOR) / sum`` (torch's
+    slow subnormal path avoided); words within it, down to 86 below the top, get exactly the
+    unfloored ``exp(x - max) / sum``."""
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 300, generator=generator) * 5  # a spread well within the floor
+    logits[:, :100] = logits[:, :100].abs().neg() * 20 - 150  # far below every row's top
+    logits[:, 100:110] = logits.amax(-1, keepdim=True) - 86  # just inside the floor
+    probs = lens.Softmax()(logits)
+    shifted = (logits - logits.amax(-1, keepdim=True)).exp()
+    reference = shifted / shifted.sum(-1, keepdim=True)
+    assert torch.equal(probs[:, 100:], reference[:, 100:])
+    floor = torch.exp(torch.tensor(lens.EXP_FLOOR)) / shifted.sum(-1, keepdim=True)
+    assert torch.equal(probs[:, :100], floor.expand(-1, 100))
+
+
+def test_ranks_count_the_words_scoring_strictly_above_each_chosen_one():
+    """Per-layer counting equals the count over all layers at once, ties with the chosen word not
+    counted (a word tied with it is not above it)."""
+    generator = torch.Generator().manual_seed(2)
+    logits = torch.randint(-5, 5, (3, 4, 40), generator=generator).to(torch.bfloat16)
+    wanted = torch.randint(0, 40, (3, 4, 1), generator=generator)
+    chosen = logits.gather(-1, wanted)
+    ranks = lens.ranks_above(logits, chosen)
+    assert ranks.dtype == torch.int32
+    assert torch.equal(ranks, (logits > chosen).sum(-1).to(torch.int32))
+    assert torch.equal(ranks[1, 2], (logits[1, 2] > logits[1, 2, wanted[1, 2, 0]]).sum().to(torch.int32))
