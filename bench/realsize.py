@@ -20,7 +20,9 @@ its per-token cost (each later step: forward and logits processors; the tenth pe
 every step of every call, see :class:`Decoding`), read by a clock on the
 model's forward in the same call, as ratios to greedy's, and ``session.generate``
 against plain ``model.generate`` on the same inputs with no hooks, both ways, and plain
-``model.generate`` against itself, called again (what the run can resolve) (the decoding
+``model.generate`` against itself, called again (what the run can resolve), and the decoding
+loop's own work between forwards, where greedy through the session and plain
+``model.generate`` differ (see :class:`Decoding`) (the decoding
 calls run in rounds of alternating order, so with ``--repeats`` of 2 or more and a ``--budget``
 that lets the rounds run, a drift of the machine falls on each alike). The last row is
 the kernel's price of a second batch row (``F.linear`` of the first decoder layer's largest
@@ -128,6 +130,7 @@ ROW_SESSION_PROMPT = "session.generate: prompt pass"
 ROW_SESSION = "session.generate: per token"
 ROW_PLAIN_GENERATE = "plain model.generate: per token"
 ROW_PLAIN_AGAIN = "plain model.generate again: per token"
+ROW_BETWEEN = "session.generate: between forwards"
 PROMPT_PASS, PER_TOKEN = "prompt pass", "per token"
 STEP_QUANTILE = 0.1  # a decoding step's cost: this quantile of the pooled steps (see Decoding)
 # extra interleaved rounds of session greedy against model.generate, and of model.generate against itself
@@ -141,7 +144,8 @@ ROW_SLICED = "unembedding: last position sliced"
 ROWS: tuple[str, ...] = (ROW_FORWARD, ROW_RUN, *(f"Inspect: {name}" for name in INSPECT_PROBES), ROW_PRESS, ROW_FRESH,
                          ROW_SLIDER, ROW_TOKEN, ROW_PATCH, ROW_ATTRIBUTION,
                          *(f"Mitigate: {m}: {part}" for m in METHODS for part in (PROMPT_PASS, PER_TOKEN)),
-                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_PLAIN_AGAIN, ROW_TWO_ROWS, ROW_SLICED)
+                         ROW_SESSION_PROMPT, ROW_SESSION, ROW_PLAIN_GENERATE, ROW_PLAIN_AGAIN, ROW_BETWEEN,
+                         ROW_TWO_ROWS, ROW_SLICED)
 
 
 def load_shape(name: str) -> dict:
@@ -471,33 +475,52 @@ class Decoding:
     and plain ``model.generate``, whose ratio is held to 1.02, get :data:`PAIR_ROUNDS` more
     interleaved rounds than the methods (with ``--repeats`` above 1), and so does a second,
     identical plain ``model.generate`` ("plain again"): its ratio to the first is what the run
-    can resolve. The pinned answer never stops early."""
+    can resolve. The pinned answer never stops early.
+
+    ``between``: the median time per step from the end of one forward to the start of the next
+    (the decoding loop's own work: logits processors, stopping checks, kept logits), plus the
+    median time from the last forward's end to the call's return shared over the call's steps
+    (the per-token probabilities ``session.generate`` computes after the loop). Greedy
+    through ``session.generate`` with nothing applied calls the same forward as plain
+    ``model.generate`` with no hook at all (tested bit-equal), so the two differ only here, and
+    this gap, work of the processor rather than of memory bandwidth, is resolvable where the
+    whole step is not."""
 
     cost: Cost
     prompt: float
     per_token: float
+    between: float
 
 
 class StepClock:
-    """Times of the end of every forward of ``model`` while a call runs (one hook, removed after):
-    per call, the prompt pass (start to the first forward's end) and every later step."""
+    """Times of the start and end of every forward of ``model`` while a call runs (two hooks,
+    removed after): per call, the prompt pass (start to the first forward's end), every later
+    step (one forward's end to the next's), every gap between forwards (one forward's end
+    to the next's start) and the tail after the last forward, per step of its call."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
         self.prompts: list[float] = []
         self.steps: list[float] = []
+        self.gaps: list[float] = []
+        self.tails: list[float] = []
 
     def time(self, fn: Callable[[], object]) -> Callable[[], object]:
         def timed() -> object:
+            starts: list[float] = []
             ends: list[float] = []
-            handle = self.model.register_forward_hook(lambda *_: ends.append(time.perf_counter()))
+            handles = [self.model.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter())),
+                       self.model.register_forward_hook(lambda *_: ends.append(time.perf_counter()))]
             start = time.perf_counter()
             try:
                 result = fn()
             finally:
-                handle.remove()
+                for handle in handles:
+                    handle.remove()
             self.prompts.append(ends[0] - start)
             self.steps.extend(later - earlier for earlier, later in zip(ends, ends[1:]))
+            self.gaps.extend(begin - end for end, begin in zip(ends, starts[1:]))
+            self.tails.append((time.perf_counter() - ends[-1]) / max(1, len(ends) - 1))
             return result
         return timed
 
@@ -539,7 +562,8 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     costs = timer.measure_each({name: clocks[name].time(call) for name, call in calls.items()})
     if timer.repeats > 1:  # the 1.02x comparison needs more steps than a method's (see Decoding)
         Timer(PAIR_ROUNDS, float("inf")).measure_each({name: clocks[name].time(calls[name]) for name in PAIR})
-    return {name: Decoding(cost, statistics.median(clocks[name].prompts), step_quantile(clocks[name].steps))
+    return {name: Decoding(cost, statistics.median(clocks[name].prompts), step_quantile(clocks[name].steps),
+                           statistics.median(clocks[name].gaps or [0.0]) + statistics.median(clocks[name].tails))
             for name, cost in costs.items()}
 
 
@@ -608,7 +632,10 @@ def decoding_rows(decoded: dict[str, Decoding]) -> list[Row]:
                    Row(ROW_PLAIN_GENERATE, plain.per_token * 1e3, "ms/token", 1.0, "model.generate",
                        plain.cost.peak_bytes, plain.cost.samples),
                    Row(ROW_PLAIN_AGAIN, again.per_token * 1e3, "ms/token", again.per_token / plain.per_token,
-                       "model.generate", again.cost.peak_bytes, again.cost.samples)]
+                       "model.generate", again.cost.peak_bytes, again.cost.samples),
+                   Row(ROW_BETWEEN, greedy.between * 1e3, "ms/token",
+                       (plain.per_token + greedy.between - plain.between) / plain.per_token, "model.generate",
+                       greedy.cost.peak_bytes, greedy.cost.samples)]
 
 
 def table_rows(forward: Cost, run: Cost, probes: dict[str, Cost], views: dict[str, Cost], attribution: Cost,
