@@ -545,9 +545,9 @@ def measure_decoding(session: ModelSession, request: ProbeRequest, timer: Timer,
     strategies = {m: strategy_by_name(base, **{**tab[base], **extra}) for m in names for base, extra in [method_of(m)]}
     tokens = request.max_new_tokens
 
-    def plain() -> torch.Tensor:
+    def plain() -> torch.Tensor:  # no min_new_tokens: its logits processor is work the session does not do
         with torch.inference_mode():
-            return session.model.generate(**prepared.inputs, max_new_tokens=tokens, min_new_tokens=tokens,
+            return session.model.generate(**prepared.inputs, max_new_tokens=tokens,
                                           do_sample=False, eos_token_id=session.eos_ids,
                                           pad_token_id=session.tokenizer.pad_token_id)
     decode = {name: (lambda s=strategy: session.generate(prepared, max_new_tokens=tokens, strategy=s))

@@ -85,3 +85,26 @@ def test_the_shorter_runs_keep_quick_mode(monkeypatch):
         with pytest.raises(Built):
             realsize.main([*mode, "--quick", "--shapes", "smolvlm-256m"])
     assert built == [True, True]
+
+
+def test_the_step_clock_splits_a_call_into_prompt_pass_steps_gaps_and_tail(monkeypatch):
+    """A call of three forwards read from a fake clock: the prompt pass runs to the first
+    forward's end, a step from one end to the next, a gap from one end to the next start, and
+    the tail after the last forward is shared over the call's two steps."""
+    import torch
+
+    import bench.realsize as realsize
+    ticks = iter([0.0,            # the call starts
+                  1.0, 4.0,       # forward 1: start, end (the prompt pass)
+                  4.5, 6.0,       # forward 2: 0.5 s after the first's end, ends 2 s after it
+                  6.25, 9.0,      # forward 3: 0.25 s after, ends 3 s after the second's end
+                  11.0])          # the call returns 2 s after the last forward
+    monkeypatch.setattr(realsize.time, "perf_counter", lambda: next(ticks))
+    model = torch.nn.Identity()
+    clock = realsize.StepClock(model)
+    clock.time(lambda: [model(torch.zeros(1)) for _ in range(3)])()
+    assert clock.prompts == [4.0]
+    assert clock.steps == [2.0, 3.0]
+    assert clock.gaps == [0.5, 0.25]
+    assert clock.tails == [1.0]
+    assert not model._forward_hooks and not model._forward_pre_hooks
